@@ -1,0 +1,1 @@
+"""Shared plumbing of the platform's services: settings, Kafka + Avro, tracing, metrics, logging."""

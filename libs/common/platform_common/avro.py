@@ -1,0 +1,72 @@
+"""Avro in the Confluent wire format (magic byte, 4-byte schema id, Avro binary) against the schema registry.
+
+Schemas are the `.avsc` files in `schemas/`, one per topic, registered under `<topic>-value`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+from schema_registry.client import AsyncSchemaRegistryClient, SchemaRegistryClient, schema
+from schema_registry.client.errors import ClientError
+from schema_registry.serializers import AsyncAvroMessageSerializer
+
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+
+
+class SchemaRegistrationError(RuntimeError):
+    """The registry refused one of our schemas (for example an incompatible change)."""
+
+
+def subject(topic: str) -> str:
+    return f"{topic}-value"
+
+
+def topics_with_schemas() -> list[str]:
+    return sorted(p.name.removesuffix(".avsc") for p in SCHEMA_DIR.glob("*.avsc"))
+
+
+@cache
+def load_schema(topic: str) -> schema.AvroSchema:
+    path = SCHEMA_DIR / f"{topic}.avsc"
+    if not path.exists():
+        raise KeyError(f"no Avro schema for topic {topic!r} in {SCHEMA_DIR}")
+    return schema.AvroSchema(json.loads(path.read_text()))
+
+
+class AvroSerde:
+    """Encodes and decodes topic values; schema ids are cached, so the registry is asked once per schema."""
+
+    def __init__(self, registry_url: str):
+        self.client = AsyncSchemaRegistryClient(url=registry_url)
+        self._serializer = AsyncAvroMessageSerializer(self.client)
+        self._ids: dict[str, int] = {}
+
+    async def register(self, topic: str) -> int:
+        if topic not in self._ids:
+            try:
+                self._ids[topic] = await self.client.register(subject(topic), load_schema(topic))
+            except ClientError as e:
+                raise SchemaRegistrationError(f"registry refused the schema of {topic}: {e.message}") from e
+        return self._ids[topic]
+
+    async def encode(self, topic: str, record: dict) -> bytes:
+        schema_id = await self.register(topic)
+        return await self._serializer.encode_record_with_schema_id(schema_id, record)
+
+    async def decode(self, data: bytes) -> dict:
+        return await self._serializer.decode_message(data)
+
+
+def faust_codec(topic: str, registry_url: str):
+    """A faust codec for `topic`'s values, in the same wire format (python-schema-registry-client's)."""
+    from schema_registry.serializers.faust import avro_serializer_factory
+
+    return avro_serializer_factory(SchemaRegistryClient(url=registry_url), subject(topic), load_schema(topic))
+
+
+async def register_schemas(registry_url: str, topics: list[str] | None = None) -> dict[str, int]:
+    serde = AvroSerde(registry_url)
+    return {t: await serde.register(t) for t in topics or topics_with_schemas()}
