@@ -6,6 +6,7 @@ Schemas are the `.avsc` files in `schemas/`, one per topic, registered under `<t
 from __future__ import annotations
 
 import json
+import asyncio
 from functools import cache
 from pathlib import Path
 
@@ -43,17 +44,23 @@ class AvroSerde:
         self.client = AsyncSchemaRegistryClient(url=registry_url)
         self._serializer = AsyncAvroMessageSerializer(self.client)
         self._ids: dict[str, int] = {}
+        self._lock = asyncio.Lock()  # one registration per topic, not one per concurrent first send
 
-    async def register(self, topic: str) -> int:
-        if topic not in self._ids:
-            try:
-                self._ids[topic] = await self.client.register(subject(topic), load_schema(topic))
-            except ClientError as e:
-                raise SchemaRegistrationError(f"registry refused the schema of {topic}: {e.message}") from e
+    async def register(self, topic: str, schema_of: str | None = None) -> int:
+        """Registers the schema of `schema_of` (default: `topic` itself) under `<topic>-value`; a topic that is a
+        renamed copy of a contract topic (a test's, a new environment's) names the contract topic here."""
+        if topic in self._ids:
+            return self._ids[topic]
+        async with self._lock:
+            if topic not in self._ids:
+                try:
+                    self._ids[topic] = await self.client.register(subject(topic), load_schema(schema_of or topic))
+                except ClientError as e:
+                    raise SchemaRegistrationError(f"registry refused the schema of {topic}: {e.message}") from e
         return self._ids[topic]
 
-    async def encode(self, topic: str, record: dict) -> bytes:
-        schema_id = await self.register(topic)
+    async def encode(self, topic: str, record: dict, schema_of: str | None = None) -> bytes:
+        schema_id = await self.register(topic, schema_of)
         return await self._serializer.encode_record_with_schema_id(schema_id, record)
 
     async def decode(self, data: bytes) -> dict:

@@ -86,9 +86,10 @@ class Publisher:
     async def stop(self) -> None:
         await self.producer.stop()
 
-    async def publish(self, topic: str, key: str, value: dict,
-                      headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
-        payload = await self.serde.encode(topic, value)
+    async def publish(self, topic: str, key: str, value: dict, headers: list[tuple[str, bytes]] | None = None,
+                      *, schema_of: str | None = None) -> RecordMetadata:
+        """`schema_of` names the contract topic whose schema `topic` carries, when they differ (see AvroSerde)."""
+        payload = await self.serde.encode(topic, value, schema_of)
         return await self.send(topic, key, payload, headers)
 
     async def send(self, topic: str, key: str | None, payload: bytes,

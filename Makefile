@@ -1,0 +1,69 @@
+# Everything a fresh machine needs (Python 3.11+, Java 17+, Maven) is installed by these targets.
+# `make run` starts the stack and every service; `make test` starts the stack, runs all tests, stops it.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := $(PY) deploy/local/stack.py
+SERVICES := $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
+APT_PACKAGES := $(sort $(shell cat services/*/apt-packages.txt 2>/dev/null))
+NPM_DIRS := $(patsubst %/package.json,%,$(wildcard services/*/package.json))
+PYTEST_ARGS ?=
+
+.PHONY: install up down clean status run demo test bench chaos replay
+
+install: $(VENV)/.installed .cache/stack/.fetched $(addsuffix /node_modules/.installed,$(NPM_DIRS))
+
+$(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES)) $(wildcard services/*/apt-packages.txt)
+	@command -v python3 >/dev/null || { echo "install: python3 (3.11+) is required"; exit 1; }
+	@if [ -n "$(APT_PACKAGES)" ]; then missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	    else echo "install: missing Debian packages: $$missing (sudo apt-get install $$missing)"; exit 1; fi; fi; fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e "libs/common[test,faust]" $(addprefix -e ,$(SERVICES))
+	touch $@
+
+.cache/stack/.fetched: deploy/local/pom.xml | $(VENV)/.installed
+	$(STACK) fetch
+	touch $@
+
+%/node_modules/.installed: %/package.json %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+up: install
+	@$(STACK) up
+	@$(PY) -m platform_common register-schemas
+
+down:
+	@test -x $(PY) && $(STACK) down || true
+
+status:
+	@$(STACK) status
+
+clean: down
+	rm -rf .data
+
+run: up
+	@$(PY) deploy/local/run.py
+
+demo: install
+	@$(PY) deploy/local/demo.py
+
+# Starts the stack if it is not running, runs every test folder, and stops the stack again if it started it.
+test: install
+	@started=0; $(STACK) status >/dev/null 2>&1 || { $(STACK) up && started=1; } || exit 1; \
+	$(PY) -m platform_common register-schemas || { [ $$started = 1 ] && $(STACK) down; exit 1; }; \
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$started = 1 ]; then $(STACK) down || rc=1; fi; exit $$rc
+
+bench: up
+	@$(PY) deploy/local/bench.py
+
+chaos: up
+	@$(PY) -m pytest tests/reliability -m chaos $(PYTEST_ARGS)
+
+replay: up
+	@$(PY) deploy/local/replay.py

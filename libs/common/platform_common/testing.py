@@ -1,0 +1,37 @@
+"""Helpers for tests of any service: read a topic back with confluent-kafka, an independent client."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, Message
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from .settings import CommonSettings
+
+
+def read_messages(settings: CommonSettings, topic: str, count: int, timeout: float = 20.0,
+                  group: str | None = None) -> list[Message]:
+    """Reads up to `count` records of `topic` from its beginning (fewer if `timeout` runs out)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": group or f"reader-{topic}-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                found.append(msg)
+    finally:
+        consumer.close()
+    return found
+
+
+def decode_avro(settings: CommonSettings, msg: Message) -> dict:
+    """Decodes a value with confluent-kafka's AvroDeserializer against the registry."""
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    return deserializer(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
