@@ -1,0 +1,31 @@
+"""`make run`: every service of the platform on this machine, with prefixed logs (honcho), on the stack of `make up`.
+
+Development settings (webhook secrets, local PagerDuty/Slack receivers) come from deploy/local/dev.env; any variable
+already set in the environment wins over it.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def main() -> None:
+    env_file = HERE / "dev.env"
+    for line in env_file.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            os.environ.setdefault(key.strip(), value.strip())
+    print("starting the platform (Ctrl-C stops the services; `make down` stops the stack):", flush=True)
+    for name in ("WEBHOOK_SECRET_DEMO", "WEBHOOK_SECRET_GITHUB", "WEBHOOK_SECRET_STRIPE", "WEBHOOK_SECRET_IOT"):
+        print(f"  development secret {name}={os.environ.get(name, '')}", flush=True)
+    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent))
+    os.chdir(ROOT)
+    os.execv(honcho, [honcho, "start", "-f", str(HERE / "Procfile"), "-d", str(ROOT)])
+
+
+if __name__ == "__main__":
+    main()
