@@ -1,0 +1,1 @@
+"""Test support shared by the cross-service suites: service processes, private brokers."""
