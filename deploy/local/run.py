@@ -13,16 +13,21 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
+def dev_env() -> dict[str, str]:
+    pairs = (line.partition("=") for line in (HERE / "dev.env").read_text().splitlines()
+             if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
 def main() -> None:
-    env_file = HERE / "dev.env"
-    for line in env_file.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            os.environ.setdefault(key.strip(), value.strip())
+    for key, value in dev_env().items():
+        os.environ.setdefault(key, value)
     print("starting the platform (Ctrl-C stops the services; `make down` stops the stack):", flush=True)
     for name in ("WEBHOOK_SECRET_DEMO", "WEBHOOK_SECRET_GITHUB", "WEBHOOK_SECRET_STRIPE", "WEBHOOK_SECRET_IOT"):
         print(f"  development secret {name}={os.environ.get(name, '')}", flush=True)
-    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent))
+    venv_bin = str(Path(sys.executable).parent)
+    os.environ["PATH"] = f"{venv_bin}:{os.environ.get('PATH', '')}"  # the Procfile's `python` is the venv's
+    honcho = shutil.which("honcho", path=venv_bin)
     os.chdir(ROOT)
     os.execv(honcho, [honcho, "start", "-f", str(HERE / "Procfile"), "-d", str(ROOT)])
 

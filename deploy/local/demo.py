@@ -1,0 +1,153 @@
+"""`make demo`: realistic traffic through the front door of the platform that `make run` started.
+
+- local PagerDuty and Slack receivers (notify's dev receivers on :8099) that print what they get;
+- a few reference documents into rag's index;
+- text events (reviews, support tickets) and metric streams replayed from ../shared/datasets/nab-dev, all as
+  Standard Webhooks signed with the development secret of deploy/local/dev.env;
+- then it waits until an alert reached the receivers, a contextualized event exists and a report is in the portal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+from standardwebhooks import Webhook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import ROOT, dev_env  # noqa: E402
+
+NAB = ROOT.parent / "shared" / "datasets" / "nab-dev" / "data"
+SERIES = ["artificialWithAnomaly/art_daily_jumpsup.csv", "realKnownCause/machine_temperature_system_failure.csv"]
+INGEST = "http://localhost:8000/webhooks/demo"
+RECEIVERS = "http://localhost:8099"
+DOCUMENTS = [
+    ("policy-refunds", "Refund policy", "Customers may request a refund within 30 days of purchase. Refunds above "
+     "500 EUR need approval by the finance team. Chargebacks are reported to the payment processor within 2 days."),
+    ("runbook-temperature", "Machine temperature runbook", "When a machine temperature sensor rises above its normal "
+     "band, check the cooling fans and the ambient temperature. Sustained overheating above 95 degrees precedes "
+     "bearing failure; stop the machine and page the on-call maintenance engineer."),
+    ("policy-privacy", "Data protection note", "Support tickets that contain personal data fall under GDPR. Account "
+     "numbers and card numbers must be masked before they are stored outside the payment system."),
+]
+TEXTS = [
+    "The new Acme Router X200 is fantastic, setup took five minutes and the speed doubled.",
+    "I was charged 250 EUR twice for order 1123 and nobody at Globex answers my emails. Terrible service.",
+    "Delivery to Berlin was late by 3 days, the package was fine though.",
+    "Machine 7 in the Hamburg plant is overheating again; maintenance says the fan is broken.",
+    "Refund request: the Initech Printer P5 stopped working after a week, I want my 199 USD back.",
+    "Great support from Maria at Umbrella Corp, the issue was solved on the first call.",
+]
+
+
+class Signer:
+    def __init__(self, secret: str):
+        self.webhook = Webhook(secret)
+
+    def post(self, client: httpx.AsyncClient, payload: dict):
+        body = json.dumps(payload)
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        now = datetime.now(timezone.utc)
+        headers = {"content-type": "application/json", "webhook-id": msg_id,
+                   "webhook-timestamp": str(int(now.timestamp())),
+                   "webhook-signature": self.webhook.sign(msg_id, now, body)}
+        return client.post(INGEST, content=body, headers=headers)
+
+
+async def send_all(client: httpx.AsyncClient, signer: Signer, payloads: list[dict], concurrency: int = 16) -> int:
+    gate = asyncio.Semaphore(concurrency)
+    accepted = 0
+
+    async def one(payload: dict) -> None:
+        nonlocal accepted
+        async with gate:
+            for _ in range(5):  # 429/503 are retried, as a well-behaved publisher does
+                answer = await signer.post(client, payload)
+                if answer.status_code in (200, 202):
+                    accepted += 1
+                    return
+                await asyncio.sleep(float(answer.headers.get("retry-after", 0.5)))
+            print(f"demo: a webhook was refused: {answer.status_code} {answer.text[:200]}")
+
+    await asyncio.gather(*(one(p) for p in payloads))
+    return accepted
+
+
+def nab_payloads(series: str) -> list[dict]:
+    stream = "nab/" + Path(series).stem
+    with open(NAB / series) as f:
+        rows = list(csv.DictReader(f))
+    return [{"id": f"{stream}/{r['timestamp']}", "stream": stream, "type": "metric.reading",
+             "occurred_at": r["timestamp"].replace(" ", "T") + "Z", "metrics": {"value": float(r["value"])},
+             "attributes": {"dataset": "nab"}} for r in rows]
+
+
+async def wait_for(what: str, check, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if await check():
+                print(f"demo: {what}: yes")
+                return True
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(2)
+    print(f"demo: {what}: not within {timeout:.0f}s")
+    return False
+
+
+async def main() -> int:
+    env = dev_env()
+    receivers = subprocess.Popen([sys.executable, "-u", "-m", "notify.dev_receivers", "--port", "8099"])
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            await wait_for("receivers listening", lambda: client.get(f"{RECEIVERS}/_received/pagerduty"), 20)
+            for doc_id, title, content in DOCUMENTS:
+                await client.post("http://localhost:8003/v1/documents", json={
+                    "document_id": doc_id, "title": title, "content": content,
+                    "source_uri": f"demo://documents/{doc_id}", "tenant": "default"})
+            print(f"demo: indexed {len(DOCUMENTS)} reference documents")
+            signer = Signer(env["WEBHOOK_SECRET_DEMO"])
+            texts = [{"id": f"text-{uuid.uuid4().hex}", "stream": "support/tickets", "type": "ticket", "text": t}
+                     for t in TEXTS]
+            print(f"demo: posted text events: {await send_all(client, signer, texts)} accepted")
+            for series in SERIES:
+                payloads = nab_payloads(series)
+                accepted = await send_all(client, signer, payloads)
+                print(f"demo: replayed {series}: {accepted}/{len(payloads)} accepted")
+
+            async def alerted() -> bool:
+                got = (await client.get(f"{RECEIVERS}/_received/pagerduty")).json()
+                return bool(got)
+
+            async def contextualized() -> bool:
+                answer = await client.get("http://localhost:8003/metrics")
+                return any(line.startswith("rag_contextualized_events_total") and not line.endswith(" 0.0")
+                           for line in answer.text.splitlines())
+
+            async def reported() -> bool:
+                return bool((await client.post("http://localhost:8004/api/reports/run",
+                                               json={"definition": "ops-daily"})).is_success)
+
+            results = await asyncio.gather(wait_for("an alert reached PagerDuty", alerted),
+                                           wait_for("a contextualized event was published", contextualized),
+                                           wait_for("a report is in the portal (http://localhost:8004)", reported))
+        print("demo: done; the receivers keep printing until Ctrl-C")
+        receivers.wait()
+        return 0 if all(results) else 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        receivers.terminate()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
