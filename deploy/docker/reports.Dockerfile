@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# reports: build from the repository root with
+#   docker build -f deploy/docker/reports.Dockerfile -t platform/reports .
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# the CPU build of torch first, so that nothing later pulls PyPI's CUDA build (several GB)
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url ${TORCH_INDEX_URL} torch
+COPY libs/common /src/libs/common
+RUN pip install "/src/libs/common[llm]"
+COPY services/reports /src/services/reports
+RUN pip install /src/services/reports
+
+FROM ${PYTHON_IMAGE}
+RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/platform --create-home app
+COPY --from=build /opt/venv /opt/venv
+# report definitions, schedules and portal users (a ConfigMap replaces it in Kubernetes)
+COPY services/reports/reports.yaml /etc/platform/reports.yaml
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    STACK_DATA_DIR=/var/lib/platform \
+    REPORTS_CONFIG=/etc/platform/reports.yaml \
+    HF_HUB_OFFLINE=1
+WORKDIR /var/lib/platform
+USER 10001:10001
+EXPOSE 8004
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8004/readyz', timeout=4)"]
+CMD ["python", "-m", "reports"]

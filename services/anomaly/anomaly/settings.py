@@ -1,0 +1,20 @@
+"""Settings of the anomaly service (env vars ANOMALY_*, plus the shared ones of CommonSettings)."""
+
+from platform_common.kafka import ANOMALIES, ENRICHED
+from platform_common.settings import CommonSettings
+
+
+class AnomalySettings(CommonSettings):
+    service_name: str = "anomaly"
+    anomaly_port: int = 8002
+    anomaly_source_topic: str = ENRICHED
+    anomaly_alert_topic: str = ANOMALIES
+    # the Faust app id is also the consumer group
+    anomaly_app_id: str = "anomaly"
+    # PostgreSQL schema holding model versions and detector state
+    anomaly_db_schema: str = "anomaly"
+    anomaly_batch_size: int = 200
+    anomaly_batch_seconds: float = 0.5
+    anomaly_train_workers: int = 1
+    # JSON object overriding DetectorConfig fields, e.g. {"warmup": 300}; one configuration for every stream
+    anomaly_detector: str = "{}"

@@ -1,0 +1,182 @@
+"""Fixtures of the anomaly tests: the service run as a real process against the local stack, on topics, a
+consumer group and a PostgreSQL schema of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import httpx
+import numpy as np
+import pytest
+
+from platform_common.kafka import Publisher, ensure_topics
+from platform_common.testing import decode_avro, read_messages
+
+from anomaly.settings import AnomalySettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    def __init__(self, settings: AnomalySettings, env: dict[str, str]):
+        self.settings = settings
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.env["TEST_LOG"], "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "anomaly"], env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        url = f"http://127.0.0.1:{self.settings.anomaly_port}/readyz"
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"service exited, see {self.env['TEST_LOG']}"
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("service not ready")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def anomaly_settings(run_id) -> AnomalySettings:
+    return AnomalySettings(anomaly_source_topic=f"test.anomaly.in.{run_id}",
+                           anomaly_alert_topic=f"test.anomaly.out.{run_id}",
+                           anomaly_app_id=f"anomaly-test-{run_id}", anomaly_db_schema=f"anomaly_test_{run_id}",
+                           anomaly_port=free_port(), anomaly_batch_seconds=0.2, service_name="anomaly-test")
+
+
+@pytest.fixture
+def service(anomaly_settings, tmp_path):
+    s = anomaly_settings
+    env = {**os.environ, "ANOMALY_SOURCE_TOPIC": s.anomaly_source_topic, "ANOMALY_ALERT_TOPIC": s.anomaly_alert_topic,
+           "ANOMALY_APP_ID": s.anomaly_app_id, "ANOMALY_DB_SCHEMA": s.anomaly_db_schema,
+           "ANOMALY_PORT": str(s.anomaly_port), "ANOMALY_BATCH_SECONDS": "0.2", "STACK_DATA_DIR": str(tmp_path),
+           "LOG_LEVEL": "WARNING", "TEST_LOG": str(tmp_path / "service.log")}
+    asyncio.run(ensure_topics(s, [s.anomaly_source_topic, s.anomaly_alert_topic]))
+    proc = ServiceProcess(s, env)
+    proc.start()
+    yield proc
+    proc.stop()
+    asyncio.run(_cleanup(s))
+
+
+async def _cleanup(s: AnomalySettings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    conn = await asyncpg.connect(s.database_url)
+    try:
+        await conn.execute(f"drop schema if exists {s.anomaly_db_schema} cascade")
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        await admin.delete_topics([t for t in existing if s.anomaly_app_id in t or t.startswith(
+            (s.anomaly_source_topic, s.anomaly_alert_topic))])
+    finally:
+        await admin.close()
+
+
+def series(n: int, seed: int, spike_at: int | None = None) -> list[float]:
+    """A noisy daily-ish wave around 50; an optional 4-point spike of +40."""
+    rng = np.random.default_rng(seed)
+    values = 50 + 5 * np.sin(np.arange(n) * 2 * np.pi / 96) + rng.normal(0, 0.5, n)
+    if spike_at is not None:
+        values[spike_at:spike_at + 4] += 40
+    return [float(v) for v in values]
+
+
+def enriched(stream_id: str, i: int, value: float) -> dict:
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=5 * i)
+    return {"event_id": f"{stream_id}-{i}", "delivery_id": f"{stream_id}-{i}", "source": "tests", "type": "metric",
+            "stream_id": stream_id, "tenant": "default", "occurred_at": at, "received_at": at, "text": {},
+            "metrics": {"latency_ms": value}, "attributes": {}, "raw_payload": "{}", "entities": [],
+            "sentiment": [], "models": [], "enriched_at": at}
+
+
+class Harness:
+    """What the tests do with the stack: post events, wait for the service, read the alerts."""
+
+    def __init__(self, settings: AnomalySettings):
+        self.settings = settings
+
+    def series(self, n: int, seed: int, spike_at: int | None = None) -> list[float]:
+        return series(n, seed, spike_at)
+
+    def post(self, stream_id: str, values: list[float], start: int = 0) -> int:
+        return asyncio.run(post(self.settings, stream_id, values, start))
+
+    def wait_processed(self, stream_id: str, offset: int) -> None:
+        asyncio.run(wait_processed(self.settings, stream_id, offset))
+
+    def alerts(self, stream_id: str) -> list[dict]:
+        return alerts(self.settings, stream_id)
+
+
+@pytest.fixture
+def harness(anomaly_settings) -> Harness:
+    return Harness(anomaly_settings)
+
+
+async def post(settings: AnomalySettings, stream_id: str, values: list[float], start: int = 0) -> int:
+    """Publishes events as enrich does; returns the offset of the last one."""
+    publisher = Publisher(settings)
+    await publisher.start()
+    try:
+        futures = [await publisher.producer.send(
+            settings.anomaly_source_topic, await publisher.serde.encode(
+                settings.anomaly_source_topic, enriched(stream_id, start + i, v), "events.enriched.v1"),
+            key=stream_id.encode()) for i, v in enumerate(values)]
+        return (await asyncio.gather(*futures))[-1].offset
+    finally:
+        await publisher.stop()
+
+
+async def wait_processed(settings: AnomalySettings, stream_id: str, offset: int, timeout: float = 90) -> None:
+    """Waits until the service has saved the stream's state up to `offset`."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                done = await conn.fetchval(f"select last_offset from {settings.anomaly_db_schema}.streams "
+                                           f"where stream_id=$1", stream_id)
+            except asyncpg.UndefinedTableError:
+                done = None
+            if done is not None and done >= offset:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+    raise TimeoutError(f"{stream_id} not processed up to {offset}")
+
+
+def alerts(settings: AnomalySettings, stream_id: str, expected: int = 100, timeout: float = 5) -> list[dict]:
+    """The stream's alerts read back with confluent-kafka's AvroDeserializer."""
+    msgs = read_messages(settings, settings.anomaly_alert_topic, expected, timeout=timeout)
+    values = [decode_avro(settings, m) for m in msgs]
+    return [v for v in values if v["stream_id"] == stream_id]

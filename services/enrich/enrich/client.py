@@ -1,0 +1,218 @@
+"""Model clients: one per model, a `local` (in-process) or `triton` (KServe V2 over HTTP) backend behind the same
+micro-batcher, timeout and circuit breaker, so the stream code does not know which one it talks to.
+
+Over V2 a model takes a BYTES tensor `TEXT` [n] and answers `RESULT` [n] (one JSON document per text, the same dict
+the local model returns) and `MODEL` [n] (`name:version` of the model that answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.http.aio as triton
+from tritonclient.utils import InferenceServerException
+
+from .metrics import BREAKER_OPEN, MODEL_BATCH, MODEL_ERRORS, MODEL_SECONDS
+from .models import get_model
+from .pii import mask
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """Transient: the server is down, slow or the circuit is open; the same request may succeed later."""
+
+
+class ModelFailed(Exception):
+    """The model refused these inputs; retrying the same inputs will fail again."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    task: str
+    name: str
+    version: str
+
+
+class LocalBackend:
+    kind = "local"
+
+    def __init__(self, task: str):
+        self.model = get_model(task)
+        self.ref = ModelRef(task, self.model.name, self.model.version)
+        # one thread per model: the models hold the GIL anyway; this keeps the event loop answering meanwhile
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{task}")
+
+    async def infer(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, texts)
+        except Exception as e:
+            raise ModelFailed(mask(f"{type(e).__name__}: {e}")) from e
+        return results, self.ref
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+class TritonBackend:
+    kind = "triton"
+
+    def __init__(self, task: str, url: str):
+        self.task = task
+        self.client = triton.InferenceServerClient(url)
+
+    async def infer(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
+        text = triton.InferInput("TEXT", [len(texts)], "BYTES")
+        text.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_), binary_data=False)
+        try:
+            answer = await self.client.infer(self.task, [text], outputs=[
+                triton.InferRequestedOutput("RESULT", binary_data=False),
+                triton.InferRequestedOutput("MODEL", binary_data=False)],
+                # JSON body (portable to every V2 server); MLServer only parses it when told so
+                headers={"Content-Type": "application/json"})
+        except InferenceServerException as e:
+            status = str(e.status() or "")
+            # 404: model not loaded (yet); 503/504: overloaded; anything else is the model refusing the input
+            if status in ("404", "502", "503", "504"):
+                raise ModelUnavailable(f"V2 server answered {status}") from e
+            raise ModelFailed(mask(f"V2 server answered {status}: {e.message()}")) from e
+        name, _, version = _text(answer.as_numpy("MODEL").ravel()[0]).partition(":")
+        return [json.loads(_text(r)) for r in answer.as_numpy("RESULT").ravel()], ModelRef(self.task, name, version)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _text(value: bytes | str) -> str:
+    # BYTES elements come back as bytes in the binary encoding and as str in the JSON one
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failures and fails fast for `reset_s`; then lets requests through again,
+    and the first failure re-opens it (half-open)."""
+
+    def __init__(self, threshold: int, reset_s: float, on_open=lambda: None):
+        self.threshold, self.reset_s, self.on_open = threshold, reset_s, on_open
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    def check(self) -> None:
+        if self.opened_at is not None and time.monotonic() - self.opened_at < self.reset_s:
+            raise ModelUnavailable("circuit open")
+
+    def success(self) -> None:
+        self.failures, self.opened_at = 0, None
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            if self.opened_at is None:
+                self.on_open()
+            self.opened_at = time.monotonic()
+
+
+class ModelClient:
+    """Merges concurrent `predict` calls into requests of at most `max_batch` texts, waiting at most `max_wait_s` for
+    a batch to fill, with at most `inflight` requests at a time, each bounded by `timeout_s`."""
+
+    def __init__(self, task: str, backend: LocalBackend | TritonBackend, *, max_batch: int, max_wait_s: float,
+                 inflight: int, timeout_s: float, breaker: CircuitBreaker):
+        self.task, self.backend = task, backend
+        self.max_batch, self.max_wait_s, self.timeout_s, self.breaker = max_batch, max_wait_s, timeout_s, breaker
+        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(inflight)
+        self._tasks: set[asyncio.Task] = set()
+        self._collector: asyncio.Task | None = None
+        self._labels = (task, backend.kind)
+
+    async def start(self) -> None:
+        self._collector = asyncio.create_task(self._collect(), name=f"batcher-{self.task}")
+
+    async def close(self) -> None:
+        if self._collector:
+            self._collector.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await self.backend.close()
+
+    async def predict(self, texts: list[str]) -> tuple[list[dict], ModelRef | None]:
+        if not texts:
+            return [], None
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((texts, future))
+        return await future
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            pending = [await self._queue.get()]
+            size = len(pending[0][0])
+            deadline = loop.time() + self.max_wait_s
+            while size < self.max_batch and (left := deadline - loop.time()) > 0:
+                try:
+                    pending.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+                size += len(pending[-1][0])
+            await self._slots.acquire()
+            task = asyncio.create_task(self._dispatch(pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, pending: list[tuple[list[str], asyncio.Future]]) -> None:
+        try:
+            texts = [t for batch, _ in pending for t in batch]
+            chunks = [texts[i:i + self.max_batch] for i in range(0, len(texts), self.max_batch)]
+            try:
+                answers = await asyncio.gather(*(self._request(c) for c in chunks))
+            except Exception as e:
+                for _, future in pending:
+                    if not future.done():
+                        future.set_exception(e)
+                return
+            results = [r for chunk_results, _ in answers for r in chunk_results]
+            ref = answers[0][1]
+            at = 0
+            for batch, future in pending:
+                if not future.done():
+                    future.set_result((results[at:at + len(batch)], ref))
+                at += len(batch)
+        finally:
+            self._slots.release()
+
+    async def _request(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
+        self.breaker.check()
+        MODEL_BATCH.labels(*self._labels).observe(len(texts))
+        started = time.perf_counter()
+        try:
+            results, ref = await asyncio.wait_for(self.backend.infer(texts), self.timeout_s)
+        except ModelFailed:
+            MODEL_ERRORS.labels(*self._labels, "failed").inc()
+            raise
+        except Exception as e:  # timeout, connection refused or reset, server overloaded
+            MODEL_ERRORS.labels(*self._labels, "unavailable").inc()
+            self.breaker.failure()
+            if isinstance(e, ModelUnavailable):
+                raise
+            raise ModelUnavailable(f"{self.task} via {self.backend.kind}: {type(e).__name__} {e}") from e
+        MODEL_SECONDS.labels(*self._labels).observe(time.perf_counter() - started)
+        self.breaker.success()
+        if len(results) != len(texts):
+            raise ModelFailed(f"{self.task} answered {len(results)} results for {len(texts)} texts")
+        return results, ref
+
+
+def model_client(task: str, backend: str, settings) -> ModelClient:
+    impl = LocalBackend(task) if backend == "local" else TritonBackend(task, settings.enrich_triton_url)
+    breaker = CircuitBreaker(settings.enrich_breaker_failures, settings.enrich_breaker_reset_s,
+                             on_open=lambda: (BREAKER_OPEN.labels(task, backend).inc(),
+                                              log.warning("circuit opened for %s via %s", task, backend)))
+    return ModelClient(task, impl, max_batch=settings.enrich_model_batch, max_wait_s=settings.enrich_model_wait_ms / 1000,
+                       inflight=settings.enrich_model_inflight, timeout_s=settings.enrich_model_timeout_s, breaker=breaker)

@@ -1,0 +1,184 @@
+"""One stream batch through the models: decode, decide what to enrich, infer, publish; or dead-letter.
+
+Returns only when every output is acknowledged by Kafka, so the caller may then ack (commit) the input batch:
+at-least-once, and consumers de-duplicate on `event_id`, which is carried through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from platform_common.kafka import ENRICHED, RAW, Publisher, dlq
+from platform_common.tracing import inject_headers, process_span, publish_span
+
+from .client import ModelClient, ModelFailed, ModelRef, ModelUnavailable, model_client
+from .metrics import EVENTS, STREAM_BATCH
+from .models import TASKS
+from .pii import mask
+from .settings import EnrichSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Record:
+    """The parts of a consumed Kafka record the pipeline needs, whatever consumed it."""
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Job:
+    record: Record
+    event: dict
+    texts: dict[str, str]  # field -> text to enrich
+    status: str
+
+
+def plan(event: dict, max_chars: int) -> tuple[dict[str, str], str]:
+    """Which text fields go to the models, and the event's enrichment_status."""
+    texts, skipped = {}, []
+    for field, text in (event.get("text") or {}).items():
+        if not text.strip():
+            continue
+        if len(text) > max_chars:
+            skipped.append("too_large")
+        elif not looks_like_text(text):
+            skipped.append("not_text")
+        else:
+            texts[field] = text
+    if texts:
+        return texts, "partial" if skipped else "ok"
+    return texts, skipped[0] if skipped else "empty"
+
+
+def looks_like_text(text: str) -> bool:
+    """Binary smuggled into a string (NULs, control characters, replacement characters) is not text."""
+    odd = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\t\n\r"))
+    return odd <= len(text) // 20 and "\x00" not in text
+
+
+class Enricher:
+    def __init__(self, settings: EnrichSettings, group: str):
+        self.settings, self.group = settings, group
+        self.publisher: Publisher
+        self.models: dict[str, ModelClient] = {}
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        """Creates the clients on the running loop (aiokafka and aiohttp bind to it)."""
+        async with self._lock:
+            if not self._started:
+                self.publisher = Publisher(self.settings)
+                self.models = {t: model_client(t, self.settings.backend_for(t), self.settings) for t in TASKS}
+                await self.publisher.start()
+                for client in self.models.values():
+                    await client.start()
+                self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            for client in self.models.values():
+                await client.close()
+            await self.publisher.stop()
+            self._started = False
+
+    async def handle(self, records: list[Record]) -> None:
+        STREAM_BATCH.observe(len(records))
+        jobs: list[Job] = []
+        for record in records:
+            try:
+                event = await self.publisher.serde.decode(record.value)
+            except Exception as e:  # not Avro, unknown schema: no retry can help
+                await self.dead_letter(record, None, f"undecodable record: {type(e).__name__}: {e}")
+                continue
+            texts, status = plan(event, self.settings.enrich_max_text_chars)
+            jobs.append(Job(record, event, texts, status))
+        sends = []
+        for job, enrichment in await self._infer_or_dead_letter(jobs):
+            sends.append(await self._send(job, enrichment))
+        await asyncio.gather(*sends)
+
+    async def _infer_or_dead_letter(self, jobs: list[Job]) -> list[tuple[Job, dict]]:
+        """Infers the whole batch; if the model refuses it, halves it until the records it refuses are alone, and
+        dead-letters those. While the model is unavailable, waits (nothing is acked meanwhile)."""
+        if not jobs:
+            return []
+        wait = 0.2
+        while True:
+            try:
+                return list(zip(jobs, await self._infer(jobs)))
+            except ModelUnavailable as e:
+                log.warning("models unavailable, retrying in %.1fs: %s", wait, mask(str(e)))
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5.0)
+            except ModelFailed as e:
+                if len(jobs) == 1:
+                    await self.dead_letter(jobs[0].record, jobs[0].event, f"model failed: {e}")
+                    return []
+                half = len(jobs) // 2
+                return await self._infer_or_dead_letter(jobs[:half]) + await self._infer_or_dead_letter(jobs[half:])
+
+    async def _infer(self, jobs: list[Job]) -> list[dict]:
+        texts = [(i, field, text) for i, job in enumerate(jobs) for field, text in job.texts.items()]
+        answers = await asyncio.gather(*(self.models[t].predict([text for _, _, text in texts]) for t in TASKS))
+        out = [{"entities": [], "sentiment": [], "models": []} for _ in jobs]
+        refs: dict[str, ModelRef | None] = {}
+        for task, (results, ref) in zip(TASKS, answers):
+            refs[task] = ref
+            for (i, field, _), result in zip(texts, results):
+                if task == "sentiment":
+                    out[i]["sentiment"].append({"field": field, **result})
+                else:
+                    out[i]["entities"].extend({"field": field, **e} for e in result["entities"])
+        for job, enrichment in zip(jobs, out):
+            if job.texts:
+                enrichment["models"] = [vars(refs[t]) for t in TASKS if refs[t]]
+        return out
+
+    async def _send(self, job: Job, enrichment: dict) -> asyncio.Future:
+        """Queues the enriched event in the producer; the returned future resolves on the broker's ack."""
+        record, topic = job.record, self.settings.enrich_output_topic
+        key = record.key.decode() if record.key is not None else job.event["stream_id"]
+        value = {**job.event, **enrichment, "enrichment_status": job.status, "enriched_at": int(time.time() * 1000)}
+        with process_span(record.topic, self.group, record.headers, record.partition, record.offset) as span, \
+                publish_span(topic, key):
+            span.set_attribute("enrich.status", job.status)
+            payload = await self.publisher.serde.encode(topic, value, schema_of=ENRICHED)
+            future = await self.publisher.producer.send(topic, payload, key=key.encode(), headers=inject_headers())
+        EVENTS.labels("enriched" if job.texts else "passed_through").inc()
+        return future
+
+    async def dead_letter(self, record: Record, event: dict | None, reason: str) -> None:
+        """The DLQ copy and its reason are PII-masked: the DLQ is read by people, the raw topic keeps the original."""
+        reason = mask(reason)[:1000]
+        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        topic = dlq(record.topic)
+        headers = [("dlq.reason", reason.encode()), ("dlq.source.topic", record.topic.encode()),
+                   ("dlq.source.partition", str(record.partition).encode()),
+                   ("dlq.source.offset", str(record.offset).encode()), ("dlq.consumer.group", self.group.encode())]
+        key = record.key.decode(errors="replace") if record.key is not None else None
+        with process_span(record.topic, self.group, record.headers, record.partition, record.offset):
+            if event is None:
+                payload = mask((record.value or b"").decode("utf-8", errors="replace")).encode()
+                await self.publisher.send(topic, key, payload, headers)
+            else:
+                await self.publisher.publish(topic, key or event["stream_id"], masked_event(event), headers,
+                                             schema_of=RAW)
+        EVENTS.labels("dead_lettered").inc()
+
+
+def masked_event(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "text": {k: mask(v) for k, v in event.get("text", {}).items()},
+            "attributes": {k: mask(v) for k, v in event.get("attributes", {}).items()},
+            "raw_payload": mask(event.get("raw_payload", ""))}

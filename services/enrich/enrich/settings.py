@@ -1,0 +1,41 @@
+"""Enrich's settings: the shared ones plus ENRICH_* variables."""
+
+from typing import Literal
+
+from platform_common.kafka import ENRICHED, RAW
+from platform_common.settings import CommonSettings
+
+Backend = Literal["local", "triton"]
+
+
+class EnrichSettings(CommonSettings):
+    service_name: str = "enrich"
+    enrich_port: int = 8001
+    # Faust app id = consumer group; its state lives in <data_dir>/faust/<app id>
+    enrich_app_id: str = "enrich"
+    enrich_input_topic: str = RAW
+    enrich_output_topic: str = ENRICHED
+
+    # model backend, for all models or per model (ENRICH_NER_BACKEND=triton overrides ENRICH_BACKEND for NER)
+    enrich_backend: Backend = "local"
+    enrich_sentiment_backend: Backend | None = None
+    enrich_ner_backend: Backend | None = None
+    # KServe V2 HTTP endpoint (Triton, or MLServer serving services/enrich/mlserver)
+    enrich_triton_url: str = "localhost:8010"
+
+    # stream batching (Faust take_events) and agent concurrency (>1 gives up per-stream ordering)
+    enrich_stream_batch: int = 500
+    enrich_stream_wait_s: float = 0.02
+    enrich_concurrency: int = 1
+    # model micro-batching, request timeout and circuit breaker
+    enrich_model_batch: int = 256
+    enrich_model_wait_ms: float = 2.0
+    enrich_model_inflight: int = 2
+    enrich_model_timeout_s: float = 5.0
+    enrich_breaker_failures: int = 3
+    enrich_breaker_reset_s: float = 5.0
+    # texts longer than this are passed through unenriched with enrichment_status "too_large"
+    enrich_max_text_chars: int = 20_000
+
+    def backend_for(self, task: str) -> Backend:
+        return getattr(self, f"enrich_{task}_backend") or self.enrich_backend

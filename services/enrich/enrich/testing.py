@@ -1,0 +1,149 @@
+"""Helpers shared by the tests and bench.py: raw events, the service and MLServer as subprocesses on free ports, and
+a reader of the enriched topic with confluent-kafka (an independent client)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from platform_common.kafka import RAW, Publisher, ensure_topics
+from platform_common.settings import CommonSettings
+
+SERVICE = Path(__file__).resolve().parents[1]  # services/enrich
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_event(text: dict[str, str], stream_id: str = "stream-1", event_id: str | None = None) -> dict:
+    now = int(time.time() * 1000)
+    return {"event_id": event_id or uuid.uuid4().hex, "delivery_id": uuid.uuid4().hex, "source": "demo",
+            "type": "message.created", "stream_id": stream_id, "tenant": "default", "occurred_at": now,
+            "received_at": now, "text": text, "metrics": {}, "attributes": {}, "raw_payload": json.dumps(text)}
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
+
+
+class EnrichProcess:
+    """`python -m enrich` with its own app id (consumer group), topics, state dir and port."""
+
+    def __init__(self, run_id: str, data_dir: Path, **env: str):
+        self.run_id = run_id
+        self.input = f"test.enrich.raw.{run_id}"
+        self.output = f"test.enrich.enriched.{run_id}"
+        self.port = free_port()
+        self.env = {**os.environ, "ENRICH_APP_ID": f"enrich-test-{run_id}", "ENRICH_INPUT_TOPIC": self.input,
+                    "ENRICH_OUTPUT_TOPIC": self.output, "ENRICH_PORT": str(self.port), "STACK_DATA_DIR": str(data_dir),
+                    "SERVICE_NAME": "enrich-test", "LOG_LEVEL": "WARNING", **env}
+        self.log = data_dir / f"enrich-{run_id}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.env["ENRICH_PORT"] = str(self.port)
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "enrich"], env=self.env, stdout=out, stderr=out)
+        wait_http(f"http://127.0.0.1:{self.port}/healthz", proc=self.proc)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+async def publish_raw(publisher: Publisher, settings: CommonSettings, topic: str, events: list[dict]) -> None:
+    await ensure_topics(settings, [topic])
+    for e in events:
+        await publisher.publish(topic, e["stream_id"], e, schema_of=RAW)
+
+
+class TopicReader:
+    """Reads a topic from its beginning with confluent-kafka and its AvroDeserializer (an independent client);
+    partitions are assigned directly, so reading starts at once, without a group join."""
+
+    def __init__(self, settings: CommonSettings, topic: str, partitions: int | None = None):
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+
+        self.topic = topic
+        self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"reader-{uuid.uuid4()}",
+                                  "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                              for p in range(partitions or settings.kafka_partitions)])
+        self.deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+        self.seen: dict[str, tuple[dict, list]] = {}  # event_id -> (value, headers)
+        self.count = 0
+
+    def poll_until(self, event_ids: set[str], timeout: float) -> dict[str, tuple[dict, list]]:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        deadline = time.monotonic() + timeout
+        while not event_ids <= self.seen.keys() and time.monotonic() < deadline:
+            msg = self.consumer.poll(0.05)
+            if msg is None or msg.error():
+                continue
+            value = self.deserializer(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+            self.count += 1
+            self.seen[value["event_id"]] = (value, msg.headers() or [])
+        return {i: self.seen[i] for i in event_ids if i in self.seen}
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@contextmanager
+def running_mlserver(workdir: Path) -> Iterator[str]:
+    """MLServer serving services/enrich/mlserver on free ports; yields its HTTP address (host:port)."""
+    shutil.copytree(SERVICE / "mlserver", workdir, dirs_exist_ok=True)
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    settings = json.loads((workdir / "settings.json").read_text()) | ports
+    (workdir / "settings.json").write_text(json.dumps(settings))
+    log = (workdir / "mlserver.log").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlserver")), "start", str(workdir)],
+                            stdout=log, stderr=log)
+    try:
+        for model in ("sentiment", "ner"):
+            wait_http(f"http://127.0.0.1:{ports['http_port']}/v2/models/{model}/ready", timeout=90, proc=proc)
+        yield f"127.0.0.1:{ports['http_port']}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

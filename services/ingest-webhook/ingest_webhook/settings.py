@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from platform_common.kafka import RAW
+from platform_common.settings import CommonSettings
+
+DEFAULT_SOURCES = Path(__file__).resolve().parents[1] / "sources.yaml"
+
+
+class IngestSettings(CommonSettings):
+    service_name: str = "ingest-webhook"
+    ingest_host: str = "0.0.0.0"
+    ingest_port: int = 8000
+    ingest_workers: int = 1
+    ingest_sources_file: Path = DEFAULT_SOURCES
+    ingest_topic: str = RAW
+    # the longest a request waits for Kafka's acknowledgement before answering 503
+    ingest_publish_timeout: float = 2.0
+    ingest_linger_ms: int = 2
+    # 1: a source whose secret variable is unset gets a fixed, printed development secret instead of refusing to start
+    ingest_dev_secrets: bool = False

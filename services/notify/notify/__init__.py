@@ -1,0 +1,1 @@
+"""notify: routes anomaly alerts to PagerDuty and Slack; never loses an alert, never spams."""

@@ -1,0 +1,34 @@
+"""`python -m notify`: runs the service until SIGINT/SIGTERM."""
+
+import asyncio
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from .app import main
+from .routing import RoutingConfig
+from .settings import NotifySettings
+
+
+def run() -> None:
+    try:
+        settings = NotifySettings()
+        RoutingConfig.load(settings.notify_routes_file)  # a bad routes file stops here with one line
+    except (ValidationError, ValueError, OSError) as e:
+        sys.exit(f"notify: bad configuration: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+    async def guarded() -> None:
+        task = asyncio.create_task(main(settings))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    asyncio.run(guarded())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,132 @@
+"""Drains the stored deliveries: one task per (receiver, group) once its group wait / interval has passed.
+
+A Slack receiver gets one message per group (split at Slack's size limits); PagerDuty gets one event per alert,
+in order, so a resolve never overtakes its trigger. What a receiver never takes goes to `<topic>.dlq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+from platform_common.kafka import ANOMALIES, Publisher, dlq
+
+from . import pagerduty, slack
+from .delivery import DeliveryFailed, ReceiverClient, circuit_breakers
+from .metrics import DELIVERIES, LATENCY, QUEUE_DEPTH
+from .outcomes import Outcomes
+from .routing import RoutingConfig
+from .settings import NotifySettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, settings: NotifySettings, routes: RoutingConfig, store: Store, publisher: Publisher,
+                 outcomes: Outcomes):
+        self.settings = settings
+        self.routes = routes
+        self.store = store
+        self.publisher = publisher
+        self.outcomes = outcomes
+        self.wake = asyncio.Event()
+        self.http = httpx.AsyncClient(timeout=settings.notify_http_timeout)
+        breakers = circuit_breakers(settings.notify_circuit_threshold, settings.notify_circuit_ttl)
+        self.clients = {r.name: ReceiverClient(r, self.http, breakers, settings.notify_max_attempts,
+                                               settings.notify_backoff_initial, settings.notify_backoff_max)
+                        for r in routes.receivers}
+        self.inflight: dict[tuple[str, str], asyncio.Task] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                for key in await self.store.due_groups():
+                    if key not in self.inflight:
+                        task = asyncio.create_task(self.deliver_group(*key))
+                        self.inflight[key] = task
+                        task.add_done_callback(lambda _, key=key: self._done(key))
+                QUEUE_DEPTH.set(await self.store.queue_depth())
+            except Exception as e:  # PostgreSQL away: the deliveries wait in it
+                log.warning("dispatch failed, retrying: %s", e)
+                await asyncio.sleep(1)
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.settings.notify_poll_interval)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    def _done(self, key: tuple[str, str]) -> None:
+        task = self.inflight.pop(key)
+        if not task.cancelled() and task.exception():
+            log.warning("delivery to %s failed before it finished, will retry: %s", key[0], task.exception())
+        self.wake.set()
+
+    async def stop(self) -> None:
+        for task in list(self.inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+        await self.http.aclose()
+
+    async def deliver_group(self, receiver: str, group_key: str) -> None:
+        rows = await self.store.pending(receiver, group_key)
+        if not rows:
+            return
+        size = 1 if rows[0]["channel"] == "pagerduty" else slack.ALERTS_PER_MESSAGE
+        for start in range(0, len(rows), size):
+            await self.deliver(receiver, rows[start:start + size], group_key)
+
+    async def deliver(self, name: str, rows: list, group_key: str) -> None:
+        async def on_attempt(outcome: str, attempt: int, code: int | None, error: str | None) -> None:
+            # a delivered attempt also finishes the rows and starts the group's interval, in one transaction
+            finished_group = group_key if outcome == "delivered" else None
+            await self.outcomes.publish(
+                await self.store.record_attempt(rows, name, outcome, attempt, code, error, finished_group))
+
+        client = self.clients.get(name)
+        try:
+            if client is None:
+                raise DeliveryFailed(f"receiver {name!r} is no longer in the routes file", 0)
+            url, body = self.request(client, [r["alert"] for r in rows])
+            await client.send(url, body, on_attempt)
+        except DeliveryFailed as e:
+            await self.dead_letter(name, rows, str(e), e.attempts)
+            return
+        now = time.time()
+        for row in rows:
+            DELIVERIES.labels(name, "delivered").inc()
+            LATENCY.labels(name).observe(max(0.0, now - row["alert"]["created_at"] / 1000))
+
+    def request(self, client: ReceiverClient, alerts: list[dict]) -> tuple[str, dict]:
+        receiver = client.receiver
+        secret = receiver.secret()
+        if not secret:
+            raise DeliveryFailed(f"{receiver.name}: environment variable {receiver.secret_env} is not set", 0)
+        if receiver.type == "pagerduty":
+            [alert] = alerts
+            return self.settings.notify_pagerduty_url, pagerduty.event(alert, secret, self.links(alert))
+        return secret, slack.message(alerts, self.links)
+
+    def links(self, alert: dict) -> list[dict]:
+        links = []
+        parts = (alert.get("traceparent") or "").split("-")
+        if len(parts) == 4 and len(parts[1]) == 32:
+            links.append({"href": self.settings.notify_trace_url.format(trace_id=parts[1]), "text": "Trace"})
+        links.append({"href": f"{self.settings.notify_portal_url.rstrip('/')}/?stream={alert['stream_id']}",
+                      "text": "Report portal"})
+        return links
+
+    async def dead_letter(self, name: str, rows: list, reason: str, attempts: int) -> None:
+        """Publishes each alert to its topic's DLQ with the reason, then finishes the deliveries."""
+        log.warning("dead-lettering %d alert(s) for %s: %s", len(rows), name, reason)
+        for row in rows:
+            headers = [("dlq.reason", reason[:1000].encode()), ("dlq.source.topic", row["source_topic"].encode()),
+                       ("dlq.receiver", name.encode()), ("dlq.attempts", str(attempts).encode()),
+                       ("dlq.consumer.group", self.settings.notify_group_id.encode())]
+            await self.publisher.publish(dlq(row["source_topic"]), row["alert"]["stream_id"], row["alert"], headers,
+                                         schema_of=ANOMALIES)
+            DELIVERIES.labels(name, "dead_lettered").inc()
+        await self.outcomes.publish(await self.store.record_attempt(rows, name, "dead_lettered", attempts, None,
+                                                                    reason))

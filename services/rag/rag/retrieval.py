@@ -1,0 +1,75 @@
+"""Hybrid retrieval: pgvector HNSW (dense) and PostgreSQL full-text (keyword) over the same chunks, fused with
+reciprocal rank fusion. Every hit carries its cosine similarity to the query, whichever side found it, so one
+relevance threshold decides what counts as grounding."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import Histogram
+
+from .embedder import Embedder
+from .store import Filters, Store
+
+RETRIEVAL_SECONDS = Histogram("rag_retrieval_duration_seconds", "Time to retrieve passages for one query", ["mode"],
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+RRF_K = 60  # the constant of Cormack et al.: damps the weight of the very first ranks
+MODES = ("hybrid", "dense", "keyword")
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: str
+    document_id: str
+    ordinal: int
+    text: str
+    title: str
+    source_uri: str
+    tenant: str
+    sector: str | None
+    doc_type: str | None
+    content_hash: str
+    similarity: float  # cosine similarity to the query
+    score: float  # fused score (RRF) or the one side's own score
+
+    def citation(self) -> dict:
+        return {"chunk_id": self.chunk_id, "document_id": self.document_id, "source_uri": self.source_uri,
+                "score": round(self.similarity, 4)}
+
+
+class Retriever:
+    def __init__(self, store: Store, embedder: Embedder, indexer):
+        self.store = store
+        self.embedder = embedder
+        self.indexer = indexer  # its open index is the one queried: never vectors of another model
+
+    async def search(self, query: str, filters: Filters = Filters(), k: int = 5, mode: str = "hybrid",
+                     candidates: int = 30) -> list[Hit]:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        started = time.perf_counter()
+        index = self.indexer.index
+        vector = (await self.embedder.embed([query]))[0]
+        n = max(candidates, k)
+        ranked: list[list] = []
+        if mode in ("hybrid", "dense"):
+            ranked.append(await self.store.dense(index, vector, filters, n))
+        if mode in ("hybrid", "keyword"):
+            ranked.append(await self.store.keyword(index, query, filters, n))
+        fused: dict[str, float] = {}
+        rows: dict[str, object] = {}
+        for rows_of_one_side in ranked:
+            for rank, row in enumerate(rows_of_one_side):
+                fused[row["chunk_id"]] = fused.get(row["chunk_id"], 0.0) + 1.0 / (RRF_K + rank + 1)
+                rows[row["chunk_id"]] = row
+        if mode == "dense":  # relaxed-order HNSW scans may return near-ties out of order
+            fused = {cid: float(np.dot(vector, rows[cid]["embedding"])) for cid in fused}
+        best = sorted(fused, key=fused.get, reverse=True)[:k]
+        hits = [Hit(r["chunk_id"], r["document_id"], r["ordinal"], r["text"], r["title"], r["source_uri"],
+                    r["tenant"], r["sector"], r["doc_type"], r["content_hash"],
+                    float(np.dot(vector, r["embedding"])), fused[cid])
+                for cid in best for r in (rows[cid],)]
+        RETRIEVAL_SECONDS.labels(mode).observe(time.perf_counter() - started)
+        return hits

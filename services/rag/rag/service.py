@@ -1,0 +1,86 @@
+"""Wiring: the store, the embedder and index, the LLM, and the two consumers (documents.v1 and
+events.enriched.v1) sharing one publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as redis
+from aiokafka import ConsumerRecord
+
+from platform_common.kafka import CONTEXTUALIZED, DOCUMENTS, Publisher, ReliableConsumer, ensure_topics
+from platform_common.llm import LLM, EmbeddedLLM, make_llm
+from platform_common.ops import kafka_check, postgres_check, redis_check, registry_check
+
+from .chunking import ChunkingConfig
+from .contextualize import Contextualizer
+from .embedder import Embedder
+from .generation import Generator
+from .ingest import Indexer
+from .retrieval import Retriever
+from .settings import RagSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class RagService:
+    def __init__(self, settings: RagSettings, llm: LLM | None = None, embedder: Embedder | None = None):
+        self.settings = settings
+        self.llm = llm or make_llm(settings.rag_llm_backend, data_dir=settings.data_dir, url=settings.rag_llm_url,
+                                   model=settings.rag_llm_model, api_key=settings.rag_llm_api_key)
+        self.embedder = embedder or Embedder(settings.rag_embed_batch)
+        self.chunking = ChunkingConfig(settings.rag_chunk_words, settings.rag_chunk_overlap)
+        self.consumers: list[ReliableConsumer] = []
+
+    def checks(self) -> dict:
+        s = self.settings
+        return {"kafka": kafka_check(s.kafka_bootstrap_servers), "schema_registry": registry_check(s.schema_registry_url),
+                "postgres": postgres_check(s.database_url), "redis": redis_check(s.redis_url)}
+
+    async def start(self, consume: bool = True) -> None:
+        s = self.settings
+        self.store = await Store.connect(s.database_url, s.rag_db_schema)
+        await self.embedder.load()
+        if isinstance(self.llm, EmbeddedLLM):
+            await self.llm.load()
+        self.indexer = Indexer(self.store, self.embedder, self.chunking)
+        await self.indexer.open()
+        self.retriever = Retriever(self.store, self.embedder, self.indexer)
+        self.redis = redis.from_url(s.redis_url, socket_timeout=2)
+        self.generator = Generator(self.llm, self.redis, s.rag_llm_max_tokens, s.rag_cache_ttl_seconds)
+        self.contextualizer = Contextualizer(self.retriever, self.generator, s.rag_min_score, s.rag_top_k)
+        self.publisher = Publisher(s)
+        await self.publisher.start()
+        if consume:
+            await ensure_topics(s, [s.rag_documents_topic, s.rag_enriched_topic, s.rag_contextualized_topic])
+            self.consumers = [
+                ReliableConsumer(s, [s.rag_documents_topic], f"{s.rag_group}-documents", self.on_document,
+                                 self.publisher),
+                # generation takes about a second per event: small batches keep polls within max.poll.interval
+                ReliableConsumer(s, [s.rag_enriched_topic], f"{s.rag_group}-contextualize", self.on_event,
+                                 self.publisher, max_poll_records=8),
+            ]
+            for consumer in self.consumers:
+                await consumer.start()
+
+    async def run(self) -> None:
+        await asyncio.gather(self.consumers[0].run(), self.consumers[1].run(max_records=8))
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop()
+        await self.publisher.stop()
+        await self.redis.aclose()
+        await self.llm.aclose()
+        await self.store.close()
+
+    async def on_document(self, value: dict, record: ConsumerRecord) -> None:
+        result = await self.indexer.apply(value)
+        log.info("document %s: %s (%d chunks embedded)", result.document_id, result.status, result.embedded)
+
+    async def on_event(self, value: dict, record: ConsumerRecord) -> None:
+        out = await self.contextualizer.contextualize(value)
+        await self.publisher.publish(self.settings.rag_contextualized_topic, value["stream_id"], out,
+                                     schema_of=CONTEXTUALIZED)

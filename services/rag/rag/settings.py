@@ -1,0 +1,28 @@
+"""The rag service's settings: the shared ones plus `RAG_*` variables."""
+
+from platform_common.kafka import CONTEXTUALIZED, DOCUMENTS, ENRICHED
+from platform_common.settings import CommonSettings
+
+
+class RagSettings(CommonSettings):
+    service_name: str = "rag"
+    rag_port: int = 8003
+    # PostgreSQL schema holding the service's tables (tests use their own)
+    rag_db_schema: str = "rag"
+    rag_documents_topic: str = DOCUMENTS
+    rag_enriched_topic: str = ENRICHED
+    rag_contextualized_topic: str = CONTEXTUALIZED
+    rag_group: str = "rag"
+    # chunking: words per chunk and words shared by neighbouring chunks; part of the index version
+    rag_chunk_words: int = 120
+    rag_chunk_overlap: int = 20
+    rag_embed_batch: int = 64
+    # cosine similarity under which a passage does not count as grounding
+    rag_min_score: float = 0.3
+    rag_top_k: int = 4
+    rag_llm_backend: str = "embedded"  # embedded or openai
+    rag_llm_url: str | None = None
+    rag_llm_model: str | None = None
+    rag_llm_api_key: str | None = None
+    rag_llm_max_tokens: int = 48
+    rag_cache_ttl_seconds: int = 7 * 24 * 3600

@@ -1,0 +1,1 @@
+"""Scheduled analytical reports over the platform's event topics, delivered by email, Slack and a web portal."""

@@ -1,0 +1,71 @@
+"""The report's narrative from the shared LLM client, passed through the numeric grounding guardrail.
+
+A sentence with a number that no figure or cited passage holds is rewritten (within a budget of rewrites per report)
+and, if the rewrite is not grounded either, removed; every removal is recorded in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+
+from platform_common.llm import LLM
+
+from .grounding import Guard, split_sentences
+from .prompts import load_prompt
+
+log = logging.getLogger(__name__)
+
+SENTENCES = Counter("reports_narrative_sentences_total", "Narrative sentences by guardrail outcome", ["outcome"])
+
+
+@dataclass
+class Narrative:
+    sentences: list[dict] = field(default_factory=list)  # {text, figures: {number as written: ref}}
+    removed: list[dict] = field(default_factory=list)  # {sentence, numbers, rewrite}
+    prompt_versions: list[str] = field(default_factory=list)
+    model: str = ""
+
+
+def facts_text(figures: list[dict]) -> str:
+    return "\n".join(f"- {f['label']}: {f['display']}" for f in figures if f["kind"] != "anomaly") or "- none"
+
+
+def anomalies_text(anomalies: list[dict]) -> str:
+    return "\n".join(f"- {a['label']} at {a['at'][:16].replace('T', ' ')}: value {a['display']} "
+                     f"(threshold {a['threshold']:g})" for a in anomalies) or "- none"
+
+
+def passages_text(passages: list[dict]) -> str:
+    return "\n".join(f"[{p['chunk_id']}] {p['title']}: {p['text'][:400]}" for p in passages) or "- none"
+
+
+async def write_narrative(llm: LLM, guard: Guard, *, title: str, period: str, figures: list[dict],
+                          anomalies: list[dict], passages: list[dict], max_tokens: int,
+                          max_rewrites: int) -> Narrative:
+    prompt, rewrite = load_prompt("narrative.v1"), load_prompt("rewrite.v1")
+    result = Narrative(prompt_versions=[prompt.version, rewrite.version], model=llm.model)
+    facts = facts_text(figures + anomalies)
+    draft = await llm.generate(prompt.render(title=title, period=period, facts=facts,
+                                             anomalies=anomalies_text(anomalies), passages=passages_text(passages)),
+                               max_tokens)
+    result.model = draft.model
+    for sentence in split_sentences(draft.text):
+        checked = guard.check(sentence)
+        attempt = None
+        while not checked.ok and max_rewrites > 0:
+            max_rewrites -= 1
+            attempt = (await llm.generate(rewrite.render(facts=facts, sentence=sentence), max_tokens)).text
+            attempt = " ".join(split_sentences(attempt)[:1])
+            checked = guard.check(attempt) if attempt else checked
+        if checked.ok:
+            SENTENCES.labels("kept" if attempt is None else "rewritten").inc()
+            result.sentences.append({"text": checked.sentence, "figures": checked.grounded})
+        else:
+            SENTENCES.labels("removed").inc()
+            result.removed.append({"sentence": sentence, "numbers": guard.check(sentence).ungrounded,
+                                   "rewrite": attempt})
+    log.info("narrative: %d sentences kept, %d removed", len(result.sentences), len(result.removed))
+    return result

@@ -1,0 +1,61 @@
+"""Wires the service: store, projector, LLM, rag client, scheduler and portal on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from platform_common.kafka import Publisher, ensure_topics
+from platform_common.llm import LLM, EmbeddedLLM, make_llm
+from platform_common.ops import kafka_check, postgres_check, registry_check, serve
+from platform_common.service import init_service
+
+from .config import load_config
+from .generator import ReportGenerator
+from .portal import create_app
+from .projector import projector
+from .rag_client import RagClient
+from .scheduler import schedule
+from .settings import ReportsSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def build_llm(settings: ReportsSettings) -> LLM:
+    return make_llm(settings.reports_llm_backend, data_dir=settings.data_dir, url=settings.reports_llm_url,
+                    model=settings.reports_llm_model, api_key=settings.reports_llm_api_key)
+
+
+async def run(settings: ReportsSettings) -> None:
+    init_service(settings)
+    config = load_config(settings.reports_config)
+    store = await Store.connect(settings.database_url, settings.reports_db_schema)
+    await ensure_topics(settings, [settings.reports_raw_topic, settings.reports_enriched_topic,
+                                   settings.reports_anomalies_topic, settings.reports_topic,
+                                   settings.reports_documents_topic])
+    publisher = Publisher(settings)
+    await publisher.start()
+    consumer = projector(settings, store, publisher)
+    await consumer.start()
+    llm = build_llm(settings)
+    if isinstance(llm, EmbeddedLLM):
+        await llm.load()  # the first report should not pay for the model load
+    rag = RagClient(settings.reports_rag_url, settings.reports_rag_top_k)
+    generator = ReportGenerator(settings, store, llm, rag, publisher)
+    if not settings.reports_session_secret:
+        log.warning("REPORTS_SESSION_SECRET unset: sessions end when the process restarts")
+    app = create_app(config, store, generator, {
+        "kafka": kafka_check(settings.kafka_bootstrap_servers),
+        "schema_registry": registry_check(settings.schema_registry_url),
+        "postgres": postgres_check(settings.database_url)}, settings.reports_session_secret)
+    log.info("reports: %d definitions, portal on port %d", len(config.reports), settings.reports_port)
+    try:
+        await asyncio.gather(consumer.run(), schedule(config, generator, settings.reports_schedule_interval_seconds),
+                             serve(app, settings.reports_port))
+    finally:
+        await consumer.stop()
+        await publisher.stop()
+        await rag.aclose()
+        await llm.aclose()
+        await store.close()

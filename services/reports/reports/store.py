@@ -1,0 +1,261 @@
+"""The analytical store in PostgreSQL: projections of the event topics, the KPI and time-series queries over them,
+and the generated reports.
+
+Projections are upserts keyed on the event's (or alert's) id, so replaying a topic rebuilds the same rows, and an
+enriched event arriving before or after its raw copy ends in the same row. Every query that feeds a report has a
+version (QUERY_VERSIONS), recorded in the report's lineage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+
+QUERY_VERSIONS = {"kpis": "kpis@1", "series": "series@1", "anomalies": "anomalies@1", "rows": "rows@1"}
+
+_DDL = """
+create schema if not exists {s};
+create table if not exists {s}.events (
+  event_id text primary key,
+  tenant text not null,
+  source text not null,
+  type text not null,
+  stream_id text not null,
+  occurred_at timestamptz not null,
+  metrics jsonb not null default '{{}}',
+  attributes jsonb not null default '{{}}',
+  enriched boolean not null default false,
+  sentiment double precision,
+  negative boolean,
+  entities jsonb not null default '[]'
+);
+create index if not exists events_window on {s}.events (tenant, occurred_at);
+create table if not exists {s}.anomalies (
+  alert_id text primary key,
+  dedup_key text not null,
+  action text not null,
+  tenant text not null,
+  stream_id text not null,
+  source text not null,
+  metric text not null,
+  value double precision not null,
+  score double precision not null,
+  threshold double precision not null,
+  severity text not null,
+  window_start timestamptz not null,
+  window_end timestamptz not null,
+  detector text not null,
+  model_version text not null,
+  event_id text not null,
+  created_at timestamptz not null
+);
+create index if not exists anomalies_window on {s}.anomalies (tenant, window_end);
+create table if not exists {s}.reports (
+  report_id text primary key,
+  tenant text not null,
+  definition text not null,
+  title text not null,
+  period_start timestamptz not null,
+  period_end timestamptz not null,
+  generated_at timestamptz not null,
+  content jsonb not null,
+  pdf bytea not null,
+  pdf_sha256 text not null
+);
+create index if not exists reports_tenant on {s}.reports (tenant, generated_at desc);
+"""
+
+_BASE = ("event_id", "tenant", "source", "type", "stream_id", "occurred_at", "metrics", "attributes")
+
+
+def _ts(millis: int | datetime) -> datetime:
+    # python-schema-registry-client already turns timestamp-millis into aware datetimes; tolerate raw millis too
+    if isinstance(millis, datetime):
+        return millis if millis.tzinfo else millis.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(millis / 1000, timezone.utc)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report looks at: one tenant, a half-open time window, some streams and metrics (None: all)."""
+    tenant: str
+    start: datetime
+    end: datetime
+    streams: list[str] | None = None
+    metrics: list[str] | None = None
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool, schema: str):
+        if not schema.replace("_", "").isalnum():
+            raise ValueError(f"bad schema name {schema!r}")
+        self.pool = pool
+        self.s = schema
+
+    @classmethod
+    async def connect(cls, dsn: str, schema: str) -> Store:
+        async def init(conn: asyncpg.Connection) -> None:
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, init=init)
+        store = cls(pool, schema)
+        await store.create()
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def create(self) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # several replicas may start together: "if not exists" alone races on the catalog
+            await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"reports-ddl-{self.s}")
+            await conn.execute(_DDL.format(s=self.s))
+
+    async def drop(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(f"drop schema if exists {self.s} cascade")
+
+    # --- projections ----------------------------------------------------------------------------------------
+
+    async def upsert_event(self, event: dict) -> None:
+        """A raw event sets the canonical columns only, so it never erases what enrichment added."""
+        await self.pool.execute(
+            f"""insert into {self.s}.events ({", ".join(_BASE)}) values ($1, $2, $3, $4, $5, $6, $7, $8)
+                on conflict (event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in _BASE[1:])}""",
+            *self._base_values(event))
+
+    async def upsert_enriched(self, event: dict) -> None:
+        scores = [s["score"] for s in event.get("sentiment") or []]
+        sentiment = sum(scores) / len(scores) if scores else None
+        negative = any(s["label"] == "negative" for s in event.get("sentiment") or []) if scores else None
+        entities = [{k: e[k] for k in ("field", "text", "label")} for e in event.get("entities") or []]
+        columns = (*_BASE, "enriched", "sentiment", "negative", "entities")
+        await self.pool.execute(
+            f"""insert into {self.s}.events ({", ".join(columns)})
+                values ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, $10, $11)
+                on conflict (event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in columns[1:])}""",
+            *self._base_values(event), sentiment, negative, entities)
+
+    @staticmethod
+    def _base_values(event: dict) -> tuple:
+        return (event["event_id"], event.get("tenant") or "default", event["source"], event["type"],
+                event["stream_id"], _ts(event["occurred_at"]), dict(event.get("metrics") or {}),
+                dict(event.get("attributes") or {}))
+
+    async def upsert_anomaly(self, alert: dict) -> None:
+        columns = ("alert_id", "dedup_key", "action", "tenant", "stream_id", "source", "metric", "value", "score",
+                   "threshold", "severity", "window_start", "window_end", "detector", "model_version", "event_id",
+                   "created_at")
+        values = [alert.get(c) for c in columns]
+        values[3] = values[3] or "default"
+        for i in (11, 12, 16):
+            values[i] = _ts(values[i])
+        await self.pool.execute(
+            f"""insert into {self.s}.anomalies ({", ".join(columns)})
+                values ({", ".join(f"${i + 1}" for i in range(len(columns)))})
+                on conflict (alert_id) do update set {", ".join(f"{c} = excluded.{c}" for c in columns[1:])}""",
+            *values)
+
+    # --- KPIs, series and the rows behind them ----------------------------------------------------------------
+
+    _EVENTS_IN = ("tenant = $1 and occurred_at >= $2 and occurred_at < $3 "
+                  "and ($4::text[] is null or stream_id = any($4))")
+    _ANOMALIES_IN = ("tenant = $1 and action = 'trigger' and window_end >= $2 and window_start < $3 "
+                     "and ($4::text[] is null or stream_id = any($4)) and ($5::text[] is null or metric = any($5))")
+
+    def _args(self, scope: Scope) -> tuple:
+        return scope.tenant, scope.start, scope.end, scope.streams
+
+    async def stream_counts(self, scope: Scope) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"select stream_id, count(*) as n from {self.s}.events where {self._EVENTS_IN} "
+            "group by stream_id order by stream_id", *self._args(scope))
+
+    async def source_counts(self, scope: Scope) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"select source, count(*) as n from {self.s}.events where {self._EVENTS_IN} "
+            "group by source order by source", *self._args(scope))
+
+    async def metric_stats(self, scope: Scope) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""select stream_id, m.key as metric, avg(m.value::float8) as mean, max(m.value::float8) as max,
+                       count(*) as n
+                from {self.s}.events, jsonb_each_text(metrics) m
+                where {self._EVENTS_IN} and ($5::text[] is null or m.key = any($5))
+                group by stream_id, m.key order by stream_id, m.key""", *self._args(scope), scope.metrics)
+
+    async def negative_shares(self, scope: Scope) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""select stream_id, 100.0 * avg(case when negative then 1 else 0 end) as share, count(*) as n
+                from {self.s}.events where {self._EVENTS_IN} and negative is not null
+                group by stream_id order by stream_id""", *self._args(scope))
+
+    async def anomalies(self, scope: Scope) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""select alert_id, stream_id, source, metric, value, score, threshold, severity, window_start,
+                       window_end, detector, model_version, event_id
+                from {self.s}.anomalies where {self._ANOMALIES_IN} order by window_end, alert_id""",
+            *self._args(scope), scope.metrics)
+
+    async def series(self, scope: Scope, bucket: timedelta) -> list[asyncpg.Record]:
+        """Mean of each metric of each stream per time bucket (buckets aligned on the window's start)."""
+        return await self.pool.fetch(
+            f"""select stream_id, m.key as metric, date_bin($6::interval, occurred_at, $2) as bucket,
+                       avg(m.value::float8) as value, count(*) as n
+                from {self.s}.events, jsonb_each_text(metrics) m
+                where {self._EVENTS_IN} and ($5::text[] is null or m.key = any($5))
+                group by 1, 2, 3 order by 1, 2, 3""", *self._args(scope), scope.metrics, bucket)
+
+    async def rows(self, scope: Scope, *, table: str, stream: str | None = None, source: str | None = None,
+                   metric: str | None = None, negative: bool | None = None, limit: int = 500) -> list[dict]:
+        """The source rows of one figure: the events or anomaly alerts it was computed from."""
+        if table == "anomalies":
+            records = await self.pool.fetch(
+                f"""select alert_id, stream_id, metric, value, score, threshold, severity, window_start, window_end,
+                           event_id from {self.s}.anomalies
+                    where {self._ANOMALIES_IN} and ($6::text is null or stream_id = $6)
+                    order by window_end, alert_id limit {int(limit)}""",
+                *self._args(scope), [metric] if metric else None, stream)
+        else:
+            records = await self.pool.fetch(
+                f"""select event_id, stream_id, source, type, occurred_at, metrics, sentiment, negative
+                    from {self.s}.events
+                    where {self._EVENTS_IN} and ($5::text is null or stream_id = $5)
+                      and ($6::text is null or source = $6) and ($7::text is null or metrics ? $7)
+                      and ($8::boolean is null or negative is not null)
+                    order by occurred_at, event_id limit {int(limit)}""",
+                *self._args(scope), stream, source, metric, negative)
+        return [dict(r) for r in records]
+
+    # --- reports ------------------------------------------------------------------------------------------------
+
+    async def save_report(self, report: dict, pdf: bytes, pdf_sha256: str) -> None:
+        """Idempotent on the report id (one per definition and period): a re-run replaces the earlier copy."""
+        await self.pool.execute(
+            f"""insert into {self.s}.reports (report_id, tenant, definition, title, period_start, period_end,
+                                              generated_at, content, pdf, pdf_sha256)
+                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                on conflict (report_id) do update set title = excluded.title, generated_at = excluded.generated_at,
+                  content = excluded.content, pdf = excluded.pdf, pdf_sha256 = excluded.pdf_sha256""",
+            report["report_id"], report["tenant"], report["definition"], report["title"],
+            datetime.fromisoformat(report["period_start"]), datetime.fromisoformat(report["period_end"]),
+            datetime.fromisoformat(report["generated_at"]), report, pdf, pdf_sha256)
+
+    async def has_report(self, report_id: str) -> bool:
+        return bool(await self.pool.fetchval(f"select 1 from {self.s}.reports where report_id = $1", report_id))
+
+    async def list_reports(self, tenant: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""select report_id, definition, title, period_start, period_end, generated_at
+                from {self.s}.reports where tenant = $1 order by generated_at desc limit 200""", tenant)
+
+    async def report(self, report_id: str, tenant: str) -> dict | None:
+        """None as well for another tenant's report: its existence is not disclosed."""
+        return await self.pool.fetchval(
+            f"select content from {self.s}.reports where report_id = $1 and tenant = $2", report_id, tenant)
+
+    async def pdf(self, report_id: str, tenant: str) -> bytes | None:
+        return await self.pool.fetchval(
+            f"select pdf from {self.s}.reports where report_id = $1 and tenant = $2", report_id, tenant)

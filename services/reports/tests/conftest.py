@@ -1,0 +1,158 @@
+"""Fixtures of the reports tests: settings with this run's own topics and database schema, a store on the real
+PostgreSQL, HTTP servers on free ports (the portal, and stand-ins for the rag service and a chat-completions
+endpoint), and a period with a known injected anomaly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from types import SimpleNamespace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+
+from reports.config import Config, ReportDefinition, User, hash_password
+from reports.settings import ReportsSettings
+from reports.store import Store
+
+PERIOD_END = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+SPIKE_AT = PERIOD_END - timedelta(hours=5, minutes=30)
+SPIKE = 97.5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI):
+    """Runs `app` with uvicorn on a free port of this test's loop; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    server.install_signal_handlers = lambda: None
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+def rsettings(run_id: str) -> ReportsSettings:
+    return ReportsSettings(
+        reports_db_schema=f"reports_t{run_id}",
+        reports_raw_topic=f"events.raw.v1.t{run_id}", reports_enriched_topic=f"events.enriched.v1.t{run_id}",
+        reports_anomalies_topic=f"anomalies.v1.t{run_id}", reports_topic=f"reports.v1.t{run_id}",
+        reports_documents_topic=f"documents.v1.t{run_id}", reports_group=f"reports-t{run_id}",
+        reports_llm_backend="openai", reports_llm_model="stub", reports_portal_url="http://portal.test",
+        reports_max_regenerations=2)
+
+
+@pytest.fixture
+async def store(rsettings: ReportsSettings):
+    store = await Store.connect(rsettings.database_url, rsettings.reports_db_schema)
+    try:
+        yield store
+    finally:
+        await store.drop()
+        await store.close()
+
+
+def event(stream: str, at: datetime, metrics: dict, source: str = "demo", tenant: str = "default") -> dict:
+    return {"event_id": str(uuid.uuid4()), "delivery_id": str(uuid.uuid4()), "source": source, "type": "reading",
+            "stream_id": stream, "tenant": tenant, "occurred_at": at, "received_at": at, "text": {},
+            "metrics": metrics, "attributes": {}, "raw_payload": "{}"}
+
+
+def anomaly(stream: str, metric: str, value: float, at: datetime, event_id: str, tenant: str = "default") -> dict:
+    return {"alert_id": str(uuid.uuid4()), "dedup_key": f"{stream}:{metric}", "action": "trigger",
+            "stream_id": stream, "source": "demo", "tenant": tenant, "metric": metric, "value": value,
+            "score": 8.25, "threshold": 3.5, "severity": "critical", "window_start": at - timedelta(minutes=5),
+            "window_end": at, "detector": "lstm-autoencoder", "model_version": "ae-3", "event_id": event_id,
+            "traceparent": None, "attributes": {}, "created_at": at}
+
+
+def period_events(tenant: str = "default") -> tuple[list[dict], dict]:
+    """24 h of hourly readings on two streams, a spike of temperature on pump-7 with its anomaly alert."""
+    start = PERIOD_END - timedelta(hours=24)
+    events = []
+    for h in range(24):
+        at = start + timedelta(hours=h, minutes=10)
+        events.append(event("pump-7", at, {"temperature": 40.0 + h % 3, "pressure": 2.0}, tenant=tenant))
+        events.append(event("line-2", at, {"throughput": 120.0 + h}, source="github", tenant=tenant))
+    spike = event("pump-7", SPIKE_AT, {"temperature": SPIKE, "pressure": 2.0}, tenant=tenant)
+    events.append(spike)
+    # outside the period: must count nowhere
+    events.append(event("pump-7", PERIOD_END + timedelta(minutes=1), {"temperature": 500.0}, tenant=tenant))
+    return events, anomaly("pump-7", "temperature", SPIKE, SPIKE_AT, spike["event_id"], tenant=tenant)
+
+
+@pytest.fixture
+async def period(store: Store) -> dict:
+    """The known period, projected into the store; its anomaly alert is returned."""
+    events, alert = period_events()
+    for e in events:
+        await store.upsert_event(e)
+    await store.upsert_anomaly(alert)
+    return alert
+
+
+DEFINITION = ReportDefinition(name="daily-ops", title="Daily operations", tenant="default", cron="0 12 * * *",
+                              period="24h", recipients={"email": ["ops@example.com"], "slack": True})
+
+
+@pytest.fixture
+def config() -> Config:
+    return Config(reports=[DEFINITION], users=[
+        User(username="alice", tenant="default", password_hash=hash_password("alice-pw", 1000)),
+        User(username="mallory", tenant="other", password_hash=hash_password("mallory-pw", 1000))])
+
+
+def rag_app(passages: list[dict]) -> FastAPI:
+    """Stands in for the rag service's query API (rag is not what these tests are about)."""
+    app = FastAPI()
+    app.state.queries = []
+
+    @app.post("/v1/query")
+    async def query(request: Request) -> dict:
+        app.state.queries.append(await request.json())
+        return {"passages": passages}
+    return app
+
+
+def chat_app(draft: str, rewrite: str) -> FastAPI:
+    """An OpenAI-compatible chat endpoint with canned answers: the draft for the narrative prompt, `rewrite` for
+    each request to fix a sentence. Driven through the platform's real OpenAI client."""
+    app = FastAPI()
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    async def complete(request: Request) -> dict:
+        body = await request.json()
+        app.state.requests.append(body)
+        text = rewrite if "Rewrite it" in body["messages"][-1]["content"] else draft
+        return {"model": "stub-inventor", "choices": [{"message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10}}
+    return app
+
+
+PASSAGES = [{"chunk_id": "strategy-1#0", "document_id": "strategy-1", "title": "Operations strategy 2026",
+             "text": "Our target is to keep pump temperature under 60 degrees and to reach 99.5% availability.",
+             "score": 0.71}]
+
+
+@pytest.fixture
+def h() -> SimpleNamespace:
+    """The helpers above, for test modules (with --import-mode=importlib they cannot import conftest)."""
+    return SimpleNamespace(serving=serving, rag_app=rag_app, chat_app=chat_app, event=event, anomaly=anomaly,
+                           period_events=period_events, DEFINITION=DEFINITION, PASSAGES=PASSAGES,
+                           PERIOD_END=PERIOD_END, SPIKE=SPIKE, SPIKE_AT=SPIKE_AT)
