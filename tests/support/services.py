@@ -15,15 +15,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServiceProcess:
-    def __init__(self, name: str, module: str, port: int, env: dict[str, str], log_dir: Path):
-        self.name, self.module, self.port = name, module, port
+    def __init__(self, name: str, module: str, port: int, env: dict[str, str], log_dir: Path,
+                 args: tuple[str, ...] = (), ready_path: str = "/readyz"):
+        self.name, self.module, self.port, self.args, self.ready_path = name, module, port, args, ready_path
         self.env = {**os.environ, **env}
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServiceProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=self.env, stdout=log,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], cwd=ROOT, env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -33,7 +34,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
