@@ -5,7 +5,6 @@ import tomllib
 from pathlib import Path
 
 import dockerfile
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "deploy" / "docker"
@@ -101,8 +100,3 @@ def test_only_the_ml_services_get_torch_from_the_cpu_index(service):
         dependencies = " ".join(pyproject["project"]["dependencies"])
         assert "torch" not in dependencies and "[llm]" not in dependencies, f"{service.name} must not need torch"
 
-
-@pytest.mark.parametrize("name", ["ingest-webhook", "notify", "reports"])
-def test_images_carry_the_default_config_the_kubernetes_configmaps_replace(name):
-    text = (DOCKER / f"{name}.Dockerfile").read_text()
-    assert "COPY services/" in text and "/etc/platform/" in text

@@ -5,7 +5,6 @@ Every service runs as `python -m <package>` on per-run topics, and writes its sp
 """
 
 import json
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,17 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 from standardwebhooks import Webhook
-from support.services import ServiceProcess
+from support.services import ServiceProcess, free_port
 
 SECRET = "whsec_ZGVtby1kZXZlbG9wbWVudC1zZWNyZXQtMzJieXRlcyE="
 ROUTING_KEY = "testroutingkey0123456789abcdef01"
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

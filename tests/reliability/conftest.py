@@ -1,0 +1,17 @@
+"""The reliability suite runs the services as processes against the real stack, on per-run topics."""
+
+import pytest
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "chaos: the long part of the reliability suite, run by `make chaos`")
+
+
+def pytest_collection_modifyitems(config, items):
+    # `make test` runs the fast part; `make chaos` selects `-m chaos`
+    if "chaos" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="long reliability test: run `make chaos`")
+    for item in items:
+        if "chaos" in item.keywords:
+            item.add_marker(skip)
