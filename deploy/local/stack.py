@@ -1,6 +1,6 @@
 """The local stack: Kafka (KRaft), Apicurio Registry, PostgreSQL + pgvector and Redis as plain processes.
 
-    python deploy/local/stack.py up|down|status|clean
+    python deploy/local/stack.py up|down [postgres|redis|kafka|registry ...] | status | clean
 
 Each part is skipped when its address variable (KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL, DATABASE_URL,
 REDIS_URL) is set: the platform then uses that server. Data, logs and pid files live under STACK_DATA_DIR
@@ -309,10 +309,17 @@ def launch(part: Part) -> None:
     part.pidfile.write_text(str(proc.pid))
 
 
-def up(timeout: float = 180) -> None:
+def selected(names: list[str]) -> list[Part]:
+    unknown = set(names) - {p.name for p in PARTS}
+    if unknown:
+        raise StackError(f"unknown part {sorted(unknown)[0]!r}: the parts are {', '.join(p.name for p in PARTS)}")
+    return [p for p in PARTS if not names or p.name in names]
+
+
+def up(names: list[str], timeout: float = 180) -> None:
     for d in ("run", "logs"):
         (DATA / d).mkdir(parents=True, exist_ok=True)
-    local = [p for p in PARTS if not p.external]
+    local = [p for p in selected(names) if not p.external]
     if any(p.name in ("kafka", "registry") for p in local):
         java()
         fetch()
@@ -344,8 +351,8 @@ def print_addresses() -> None:
         print(f"  {name:<15} {url}")
 
 
-def down() -> None:
-    for part in reversed(PARTS):
+def down(names: list[str]) -> None:
+    for part in reversed(selected(names)):
         pid = part.pid()
         if pid:
             try:
@@ -374,11 +381,11 @@ def main(argv: list[str]) -> int:
     cmd = argv[1] if len(argv) > 1 else "status"
     try:
         if cmd == "up":
-            up()
+            up(argv[2:])
         elif cmd == "down":
-            down()
+            down(argv[2:])
         elif cmd == "clean":
-            down()
+            down([])
             shutil.rmtree(DATA, ignore_errors=True)
             print(f"removed {DATA}")
         elif cmd == "fetch":
@@ -386,7 +393,7 @@ def main(argv: list[str]) -> int:
         elif cmd == "status":
             return status()
         else:
-            print(f"usage: stack.py up|down|status|clean|fetch (got {cmd!r})", file=sys.stderr)
+            print(f"usage: stack.py up|down [part ...] | status | clean | fetch (got {cmd!r})", file=sys.stderr)
             return 2
     except StackError as e:
         print(f"stack: {e}", file=sys.stderr)

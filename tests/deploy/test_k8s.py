@@ -1,6 +1,7 @@
 """deploy/k8s: every manifest checked against the Kubernetes JSON schemas (kubernetes-validate ships them), the KEDA
 ScaledObjects against tests/deploy/keda-scaledobject.schema.json, and both against what the services do."""
 
+import functools
 import json
 import shutil
 import subprocess
@@ -16,17 +17,20 @@ from platform_common import kafka
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32.0"
-CONSUMERS = {"enrich", "anomaly", "rag", "notify"}
+# scaled on lag by KEDA; the singletons run one replica (notify's outbox dispatcher, reports' schedule)
+CONSUMERS = {"enrich", "anomaly", "rag"}
+SINGLETONS = {"notify", "reports"}
 TOPICS = {kafka.RAW, kafka.ENRICHED, kafka.ANOMALIES, kafka.CONTEXTUALIZED, kafka.DOCUMENTS, kafka.REPORTS,
           kafka.NOTIFICATIONS}
 
 
-def manifests() -> list[dict]:
+@functools.cache
+def manifests() -> tuple[dict, ...]:
     docs = []
     for path in sorted(K8S.glob("*.yaml")):
         if path.name != "kustomization.yaml":
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+    return tuple(docs)
 
 
 def of_kind(kind: str) -> dict[str, dict]:
@@ -142,3 +146,12 @@ def test_consumers_scale_on_the_lag_of_their_own_group():
             assert meta["topic"] in TOPICS
             # the group is the service's own: its settings default, or built from it (rag-<role>)
             assert f'"{meta["consumerGroup"]}"' in source or f'"{meta["consumerGroup"].split("-")[0]}"' in source
+
+
+def test_singletons_run_one_replica_that_is_replaced_not_rolled():
+    deployments = of_kind("Deployment")
+    for name in SINGLETONS:
+        spec = deployments[name]["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
+    assert not SINGLETONS & {o["spec"]["scaleTargetRef"]["name"] for o in of_kind("ScaledObject").values()}
+    assert not SINGLETONS & {h["spec"]["scaleTargetRef"]["name"] for h in of_kind("HorizontalPodAutoscaler").values()}

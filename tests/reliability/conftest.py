@@ -15,3 +15,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "chaos" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from support.chaos import ROWS, table
+
+    if ROWS:
+        terminalreporter.write_sep("=", "reliability: faults injected")
+        terminalreporter.write_line(table())
