@@ -66,4 +66,4 @@ chaos: up
 	@$(PY) -m pytest tests/reliability -m chaos $(PYTEST_ARGS)
 
 replay: up
-	@$(PY) deploy/local/replay.py
+	@$(PY) -m reports.replay $(REPLAY_ARGS)

@@ -97,3 +97,18 @@ def test_enrich_reaches_triton_through_its_model_repository(compose):
     enrich = compose["services"]["enrich"]["environment"]
     assert enrich["ENRICH_BACKEND"] == "triton" and enrich["ENRICH_TRITON_URL"] == "triton:8000"
     assert "./triton:/models:ro" in compose["services"]["triton"]["volumes"]
+
+
+def test_the_triton_model_repository_serves_every_enrich_model():
+    """Triton (compose's `triton`, Kubernetes' `triton-models` volume) loads deploy/triton: each model needs its
+    config.pbtxt and a numbered version folder, and enrich asks for `ner` and `sentiment`."""
+    repository = DEPLOY / "triton"
+    models = {p.name for p in repository.iterdir() if p.is_dir()}
+    assert {"ner", "sentiment"} <= models
+    for model in models:
+        config = repository / model / "config.pbtxt"
+        assert config.is_file(), f"{config.relative_to(ROOT)} is missing"
+        name = re.search(r'^name:\s*"([^"]+)"', config.read_text(), re.M)
+        assert name is None or name.group(1) == model
+        versions = [v for v in (repository / model).iterdir() if v.is_dir() and v.name.isdigit()]
+        assert versions and all(any(v.iterdir()) for v in versions), f"{model}: no populated version folder"
