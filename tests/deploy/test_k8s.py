@@ -155,3 +155,12 @@ def test_singletons_run_one_replica_that_is_replaced_not_rolled():
         assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
     assert not SINGLETONS & {o["spec"]["scaleTargetRef"]["name"] for o in of_kind("ScaledObject").values()}
     assert not SINGLETONS & {h["spec"]["scaleTargetRef"]["name"] for h in of_kind("HorizontalPodAutoscaler").values()}
+
+
+def test_the_shared_environment_names_every_dependency():
+    env = of_kind("ConfigMap")["platform-env"]["data"]
+    for key in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "DATABASE_URL", "REDIS_URL",
+                "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        assert env.get(key), key
+    assert env["SCHEMA_REGISTRY_URL"].endswith("/apis/ccompat/v7") or "8081" in env["SCHEMA_REGISTRY_URL"]
+    assert ":" not in env["DATABASE_URL"].split("//", 1)[1].split("@")[0], "the password belongs in a Secret"

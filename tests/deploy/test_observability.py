@@ -109,9 +109,10 @@ def test_the_rule_validators_reject_a_broken_expression(code_metrics):
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
-def test_promtool_accepts_the_config_and_rules():
+def test_promtool_accepts_the_config_and_rules_and_the_alerts_fire_as_tested():
     for args in (["check", "rules", *map(str, RULES)],
-                 ["check", "config", "--syntax-only", str(DEPLOY / "prometheus" / "prometheus.yml")]):
+                 ["check", "config", "--syntax-only", str(DEPLOY / "prometheus" / "prometheus.yml")],
+                 ["test", "rules", *map(str, sorted((DEPLOY / "prometheus" / "tests").glob("*.yml")))]):
         result = subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
 

@@ -10,18 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.platform import Platform, Sender, metric_payloads
+from support.platform import Sender, metric_payloads
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
-
-
-@pytest.fixture
-def platform(tmp_path, run_id):
-    platform = Platform(run_id, tmp_path, SERVICES)
-    try:
-        yield platform.start()
-    finally:
-        platform.stop()
 
 
 def load_spans(folder: Path) -> list[dict]:
@@ -36,7 +27,8 @@ def service_of(span: dict) -> str:
 
 
 @pytest.mark.slow
-def test_a_spike_becomes_one_pagerduty_trigger_in_one_trace(platform, run_id):
+def test_a_spike_becomes_one_pagerduty_trigger_in_one_trace(start_platform, run_id):
+    platform = start_platform(SERVICES)
     sender = Sender(platform.ports["ingest-webhook"])
     payloads = metric_payloads(run_id, streams=1, points=360, spike_at=300)
     with httpx.Client(timeout=10) as client:

@@ -42,80 +42,70 @@ def broker():
 
 
 @pytest.mark.chaos
-def test_broker_restart_loses_nothing_acknowledged(broker, tmp_path, run_id):
-    platform = Platform(run_id, tmp_path, ("ingest-webhook", "enrich"),
-                        extra_env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}).start()
-    try:
-        sender = Sender(platform.ports["ingest-webhook"])
-        payloads = metric_payloads(run_id, streams=4, points=300)
-        statuses_while_down: list[int] = []
-        flow = sender.flow(payloads, rate=60)
-        time.sleep(5)
-        broker.stop()
-        down_since = time.monotonic()
-        with httpx.Client(timeout=10) as client:  # probes during the outage: 503, never 202
-            while time.monotonic() - down_since < 10:
-                statuses_while_down.append(sender.post(client, {**payloads[0], "id": f"probe-{time.time_ns()}"},
-                                                       attempts=1) or 503)
-        broker.start()
-        recovery = wait_ready(platform, "ingest-webhook")
-        flow.join()
+def test_broker_restart_loses_nothing_acknowledged(broker, start_platform, run_id):
+    platform = start_platform(("ingest-webhook", "enrich"), KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers)
+    sender = Sender(platform.ports["ingest-webhook"])
+    payloads = metric_payloads(run_id, streams=4, points=300)
+    statuses_while_down: list[int] = []
+    flow = sender.flow(payloads, rate=60)
+    time.sleep(5)
+    broker.stop()
+    down_since = time.monotonic()
+    with httpx.Client(timeout=10) as client:  # probes during the outage: 503, never 202
+        while time.monotonic() - down_since < 10:
+            statuses_while_down.append(sender.post(client, {**payloads[0], "id": f"probe-{time.time_ns()}"},
+                                                   attempts=1) or 503)
+    broker.start()
+    recovery = wait_ready(platform, "ingest-webhook")
+    flow.join()
 
-        settings = CommonSettings(kafka_bootstrap_servers=broker.bootstrap_servers)
-        enriched = read_messages(settings, platform.topics["events.enriched.v1"], len(sender.accepted), timeout=90)
-        stored = {decode_avro(settings, m)["event_id"] for m in enriched}
-        lost = sender.accepted - stored
-        record(fault="Kafka killed for 10 s", sent=sender.sent, accepted=len(sender.accepted),
-               stored=len(stored & sender.accepted), lost=len(lost), duplicated=len(enriched) - len(stored),
-               recovery_s=recovery)
-        assert 202 not in statuses_while_down
-        assert not lost, platform.logs()
-    finally:
-        platform.stop()
+    settings = CommonSettings(kafka_bootstrap_servers=broker.bootstrap_servers)
+    enriched = read_messages(settings, platform.topics["events.enriched.v1"], len(sender.accepted), timeout=90)
+    stored = {decode_avro(settings, m)["event_id"] for m in enriched}
+    lost = sender.accepted - stored
+    record(fault="Kafka killed for 10 s", sent=sender.sent, accepted=len(sender.accepted),
+           stored=len(stored & sender.accepted), lost=len(lost), duplicated=len(enriched) - len(stored),
+           recovery_s=recovery)
+    assert 202 not in statuses_while_down
+    assert not lost, platform.logs()
 
 
-def test_redis_restart_ingest_refuses_then_recovers(tmp_path, run_id):
+def test_redis_restart_ingest_refuses_then_recovers(start_platform, run_id):
     """The documented choice: without Redis, replay protection cannot be checked, so ingest answers 503
     (the publisher retries) rather than risk publishing a replay twice."""
-    platform = Platform(run_id, tmp_path, ("ingest-webhook",)).start()
+    platform = start_platform(("ingest-webhook",))
     sender = Sender(platform.ports["ingest-webhook"])
     payloads = metric_payloads(run_id, streams=1, points=3)
-    try:
-        with httpx.Client(timeout=10) as client:
-            assert sender.post(client, payloads[0], attempts=1) == 202
-            stack("down", "redis")
-            try:
-                answer = client.post(f"http://127.0.0.1:{platform.ports['ingest-webhook']}/webhooks/demo",
-                                     content="{}", headers={"content-type": "application/json"})
-                assert answer.status_code in (401, 503)  # unsigned: refused before Redis is needed
-                assert sender.post(client, payloads[1], attempts=1) is None
-                assert sender.refused.get(503) == 1
-                assert ready(platform, "ingest-webhook") == 503
-            finally:
-                stack("up", "redis")
-            recovery = wait_ready(platform, "ingest-webhook")
-            assert sender.post(client, payloads[1], attempts=10) == 202
-        record(fault="Redis stopped", sent=sender.sent, accepted=len(sender.accepted), stored="-", lost=0,
-               duplicated=0, recovery_s=recovery)
-    finally:
-        platform.stop()
-
-
-def test_postgres_restart_services_report_not_ready_and_recover(tmp_path, run_id):
-    platform = Platform(run_id, tmp_path, ("notify", "anomaly")).start()
-    try:
-        stack("down", "postgres")
+    with httpx.Client(timeout=10) as client:
+        assert sender.post(client, payloads[0], attempts=1) == 202
+        stack("down", "redis")
         try:
-            deadline = time.monotonic() + 20
-            states = {}
-            while time.monotonic() < deadline and set(states.values()) != {503}:
-                states = {name: ready(platform, name) for name in ("notify", "anomaly")}
-                time.sleep(0.5)
-            assert set(states.values()) == {503}, states
+            answer = client.post(f"http://127.0.0.1:{platform.ports['ingest-webhook']}/webhooks/demo",
+                                 content="{}", headers={"content-type": "application/json"})
+            assert answer.status_code in (401, 503)  # unsigned: refused before Redis is needed
+            assert sender.post(client, payloads[1], attempts=1) is None
+            assert sender.refused.get(503) == 1
+            assert ready(platform, "ingest-webhook") == 503
         finally:
-            stack("up", "postgres")
-        recovery = max(wait_ready(platform, name) for name in ("notify", "anomaly"))
-        record(fault="PostgreSQL stopped", sent=0, accepted=0, stored="-", lost=0, duplicated=0,
-               recovery_s=recovery)
+            stack("up", "redis")
+        recovery = wait_ready(platform, "ingest-webhook")
+        assert sender.post(client, payloads[1], attempts=10) == 202
+    record(fault="Redis stopped", sent=sender.sent, accepted=len(sender.accepted), stored="-", lost=0,
+           duplicated=0, recovery_s=recovery)
+
+
+def test_postgres_restart_services_report_not_ready_and_recover(start_platform):
+    platform = start_platform(("notify", "anomaly"))
+    stack("down", "postgres")
+    try:
+        deadline = time.monotonic() + 20
+        states = {}
+        while time.monotonic() < deadline and set(states.values()) != {503}:
+            states = {name: ready(platform, name) for name in ("notify", "anomaly")}
+            time.sleep(0.5)
+        assert set(states.values()) == {503}, states
     finally:
-        platform.stop()
+        stack("up", "postgres")
+    recovery = max(wait_ready(platform, name) for name in ("notify", "anomaly"))
+    record(fault="PostgreSQL stopped", sent=0, accepted=0, stored="-", lost=0, duplicated=0,
+           recovery_s=recovery)

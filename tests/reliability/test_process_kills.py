@@ -18,15 +18,6 @@ SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify", "reports")
 POISON = 3
 
 
-@pytest.fixture
-def platform(tmp_path, run_id):
-    platform = Platform(run_id, tmp_path, SERVICES)
-    try:
-        yield platform.start()
-    finally:
-        platform.stop()
-
-
 async def stored_events(settings, schema: str) -> Counter:
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -91,14 +82,14 @@ async def run_kills(platform: Platform, settings, run_id: str, streams: int, poi
     assert len(dead) == POISON, [m.headers() for m in dead]
 
 
-async def test_kill_enrich_and_notify_mid_flow(platform, settings, run_id):
+async def test_kill_enrich_and_notify_mid_flow(start_platform, settings, run_id):
     """The fast part, in `make test`."""
-    await run_kills(platform, settings, run_id, streams=2, points=320, rate=100, victims=("enrich", "notify"),
+    await run_kills(start_platform(SERVICES), settings, run_id, streams=2, points=320, rate=100, victims=("enrich", "notify"),
                     fault="kill -9 enrich, notify")
 
 
 @pytest.mark.chaos
-async def test_kill_every_service_in_turn(platform, settings, run_id):
-    await run_kills(platform, settings, run_id, streams=8, points=400, rate=150,
+async def test_kill_every_service_in_turn(start_platform, settings, run_id):
+    await run_kills(start_platform(SERVICES), settings, run_id, streams=8, points=400, rate=150,
                     victims=("ingest-webhook", "enrich", "anomaly", "notify", "reports"),
                     fault="kill -9 each service in turn")

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 from support.chaos import record
-from support.platform import Platform, metric_payloads, sign
+from support.platform import metric_payloads, sign
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
 RATE = int(os.environ.get("SOAK_RATE", 500))
@@ -36,54 +36,51 @@ def tree_rss_kib(pid: int) -> int:
 
 
 @pytest.mark.chaos
-async def test_soak_memory_flat_and_lag_bounded(tmp_path, run_id):
-    platform = Platform(run_id, tmp_path, SERVICES).start()
-    try:
-        port = platform.ports["ingest-webhook"]
-        payloads = metric_payloads(run_id, streams=50, points=RATE * SECONDS // 50)
-        samples: dict[str, list[int]] = {name: [] for name in SERVICES}
-        accepted = 0
-        gate = asyncio.Semaphore(64)
+async def test_soak_memory_flat_and_lag_bounded(start_platform, run_id):
+    platform = start_platform(SERVICES)
+    port = platform.ports["ingest-webhook"]
+    payloads = metric_payloads(run_id, streams=50, points=RATE * SECONDS // 50)
+    samples: dict[str, list[int]] = {name: [] for name in SERVICES}
+    accepted = 0
+    gate = asyncio.Semaphore(64)
 
-        async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as client:
-            async def send(payload: dict) -> None:
-                nonlocal accepted
-                body = json.dumps(payload)
-                async with gate:
-                    answer = await client.post(f"http://127.0.0.1:{port}/webhooks/demo", content=body,
-                                               headers=sign(payload["id"], body))
-                accepted += answer.status_code == 202
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as client:
+        async def send(payload: dict) -> None:
+            nonlocal accepted
+            body = json.dumps(payload)
+            async with gate:
+                answer = await client.post(f"http://127.0.0.1:{port}/webhooks/demo", content=body,
+                                           headers=sign(payload["id"], body))
+            accepted += answer.status_code == 202
 
-            started = time.monotonic()
-            tasks = []
-            for i, payload in enumerate(payloads):
-                delay = started + i / RATE - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(send(payload)))
-                if i % (RATE * 30) == 0:
-                    for name, proc in platform.services.items():
-                        samples[name].append(tree_rss_kib(proc.proc.pid))
-            await asyncio.gather(*tasks)
-        achieved = len(payloads) / (time.monotonic() - started)
+        started = time.monotonic()
+        tasks = []
+        for i, payload in enumerate(payloads):
+            delay = started + i / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(payload)))
+            if i % (RATE * 30) == 0:
+                for name, proc in platform.services.items():
+                    samples[name].append(tree_rss_kib(proc.proc.pid))
+        await asyncio.gather(*tasks)
+    achieved = len(payloads) / (time.monotonic() - started)
 
-        # the backlog drains: enrich's output catches up with what was accepted
-        drain_started = time.monotonic()
-        metrics_url = f"http://127.0.0.1:{platform.ports['enrich']}/metrics"
-        while time.monotonic() - drain_started < 120:
-            text = httpx.get(metrics_url, timeout=5).text
-            done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("kafka_messages_published_total") and "events.enriched" in line)
-            if done >= accepted:
-                break
-            await asyncio.sleep(2)
-        drain = time.monotonic() - drain_started
-        record(fault=f"soak {RATE}/s for {SECONDS}s (achieved {achieved:.0f}/s)", sent=len(payloads),
-               accepted=accepted, stored="-", lost="-", duplicated="-", recovery_s=drain)
+    # the backlog drains: enrich's output catches up with what was accepted
+    drain_started = time.monotonic()
+    metrics_url = f"http://127.0.0.1:{platform.ports['enrich']}/metrics"
+    while time.monotonic() - drain_started < 120:
+        text = httpx.get(metrics_url, timeout=5).text
+        done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("kafka_messages_published_total") and "events.enriched" in line)
+        if done >= accepted:
+            break
+        await asyncio.sleep(2)
+    drain = time.monotonic() - drain_started
+    record(fault=f"soak {RATE}/s for {SECONDS}s (achieved {achieved:.0f}/s)", sent=len(payloads),
+           accepted=accepted, stored="-", lost="-", duplicated="-", recovery_s=drain)
 
-        # memory after warm-up (second sample) against the end: flat within 10%
-        for name, values in samples.items():
-            assert values[-1] <= values[1] * 1.10, f"{name} RSS grew from {values[1]} to {values[-1]} KiB"
-        assert drain < 120
-    finally:
-        platform.stop()
+    # memory after warm-up (second sample) against the end: flat within 10%
+    for name, values in samples.items():
+        assert values[-1] <= values[1] * 1.10, f"{name} RSS grew from {values[1]} to {values[-1]} KiB"
+    assert drain < 120

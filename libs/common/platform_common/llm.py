@@ -124,6 +124,11 @@ class EmbeddedLLM:
                 tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
                 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
                 tmp = copy.with_name(copy.name + ".tmp")
+                # transformers 5 keeps a GGUF quantizer on the model (and refuses to save it) although the weights
+                # are already de-quantised to float32: drop it, so the copy loads as a plain model
+                model.hf_quantizer = None
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
                 model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
                 tmp.rename(copy)  # atomic: a half-written copy is never loaded

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,8 +79,13 @@ def extract_context(headers: Headers | None) -> context.Context:
     return propagate.extract(headers or [], getter=_HeaderGetter())
 
 
+# a proxy that follows whatever provider setup_tracing installs later; building a tracer per span cost more
+# than the span itself on hot paths
+_TRACER = trace.get_tracer("platform")
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("platform")
+    return _TRACER
 
 
 @contextmanager
