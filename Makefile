@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 SERVICES := $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
-APT_PACKAGES := $(sort $(shell cat services/*/apt-packages.txt 2>/dev/null))
+APT_PACKAGES := $(sort $(shell sed -e 's/\#.*//' services/*/apt-packages.txt 2>/dev/null))
 NPM_DIRS := $(patsubst %/package.json,%,$(wildcard services/*/package.json))
 PYTEST_ARGS ?=
 
@@ -22,7 +22,7 @@ $(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SER
 	    else echo "install: missing Debian packages: $$missing (sudo apt-get install $$missing)"; exit 1; fi; fi; fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e "libs/common[test,faust]" $(addprefix -e ,$(SERVICES))
+	$(PY) -m pip install -q -e "libs/common[test,faust]" $(foreach s,$(SERVICES),-e "$(s)[test]")
 	touch $@
 
 .cache/stack/.fetched: deploy/local/pom.xml | $(VENV)/.installed
