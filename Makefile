@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 SERVICES := $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
-APT_PACKAGES := $(sort $(shell sed -e 's/\#.*//' services/*/apt-packages.txt 2>/dev/null))
+APT_PACKAGES := $(sort $(shell sed -e 's/\#.*//' services/*/apt-packages.txt deploy/apt-packages.txt 2>/dev/null))
 NPM_DIRS := $(patsubst %/package.json,%,$(wildcard services/*/package.json))
 PYTEST_ARGS ?=
 
@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed .cache/stack/.fetched $(addsuffix /node_modules/.installed,$(NPM_DIRS))
 
-$(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES)) $(wildcard services/*/apt-packages.txt)
+$(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES)) $(wildcard services/*/apt-packages.txt deploy/apt-packages.txt)
 	@command -v python3 >/dev/null || { echo "install: python3 (3.11+) is required"; exit 1; }
 	@if [ -n "$(APT_PACKAGES)" ]; then missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \

@@ -10,7 +10,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-
+EXPECTED = {"ingest-webhook", "enrich", "anomaly", "rag", "reports", "notify"}
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,13 @@ SERVICES = _services()
 def pytest_generate_tests(metafunc):
     """A test that takes `service` runs once per service of services/."""
     if "service" in metafunc.fixturenames:
+        assert {s.name for s in SERVICES} >= EXPECTED, "a service folder or its settings.py port is missing"
         metafunc.parametrize("service", SERVICES, ids=[s.name for s in SERVICES])
 
 
 @pytest.fixture(scope="session")
 def services() -> dict[str, Service]:
-    assert {s.name for s in SERVICES} >= {"ingest-webhook", "enrich", "anomaly", "rag", "reports", "notify"}
+    assert {s.name for s in SERVICES} >= EXPECTED
     return {s.name: s for s in SERVICES}
 
 
