@@ -23,7 +23,7 @@ def main() -> None:
     for key, value in dev_env().items():
         os.environ.setdefault(key, value)
     print("starting the platform (Ctrl-C stops the services; `make down` stops the stack):", flush=True)
-    for name in ("WEBHOOK_SECRET_DEMO", "WEBHOOK_SECRET_GITHUB", "WEBHOOK_SECRET_STRIPE", "WEBHOOK_SECRET_IOT"):
+    for name in ("WEBHOOK_SECRET_DEMO", "WEBHOOK_SECRET_GITHUB", "WEBHOOK_SECRET_STRIPE", "WEBHOOK_SECRET_METER"):
         print(f"  development secret {name}={os.environ.get(name, '')}", flush=True)
     venv_bin = str(Path(sys.executable).parent)
     os.environ["PATH"] = f"{venv_bin}:{os.environ.get('PATH', '')}"  # the Procfile's `python` is the venv's

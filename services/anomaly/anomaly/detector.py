@@ -150,11 +150,12 @@ class MetricDetector:
 
     def feed_many(self, points: list[tuple[int, float]]) -> list[Scored]:
         """Scores a batch of consecutive points (one model forward pass for all of them), then decides in order."""
-        out = []
+        times = list(self.times)[-self.config.window:] + [t for t, _ in points]
+        offset = len(times) - len(points)
         raw = self._raw_scores(points)
-        for (timestamp, value), score in zip(points, raw):
-            out.append(self._decide(timestamp, value, score))
-        return out
+        # each decision's window is the `window` points ending at its point
+        return [self._decide(t, v, score, times[max(0, offset + k - self.config.window + 1)])
+                for k, ((t, v), score) in enumerate(zip(points, raw))]
 
     def _raw_scores(self, points: list[tuple[int, float]]) -> list[float]:
         cfg = self.config
@@ -216,7 +217,7 @@ class MetricDetector:
         ratio = score / threshold if threshold > 0 else math.inf
         return next(name for limit, name in self.config.severity_tiers if ratio >= limit)
 
-    def _decide(self, timestamp: int, value: float, score: float) -> Scored:
+    def _decide(self, timestamp: int, value: float, score: float, window_start: int) -> Scored:
         cfg, st = self.config, self.state
         st.seen += 1
         st.since_training += 1
@@ -230,7 +231,6 @@ class MetricDetector:
             self._calibrate()
         threshold = st.threshold
         scored = Scored(timestamp, value, score, threshold)
-        window_start = self.times[-min(cfg.window, len(self.times))]
         if st.excursion_start is None:
             if st.cooldown_left > 0:
                 st.cooldown_left -= 1
@@ -239,7 +239,8 @@ class MetricDetector:
                 scored.decision = Decision("trigger", timestamp, value, score, threshold,
                                            self._severity(score, threshold), window_start, timestamp,
                                            self.detector, self.model_version, timestamp)
-            else:
+            elif score <= threshold:
+                # what crossed the threshold (suppressed during a cooldown) must not calibrate it
                 self.scores.append(score)
             return scored
         # inside an excursion: its scores stay out of the calibration, so an anomaly does not raise the bar

@@ -223,7 +223,6 @@ class AnomalyService:
                 values, span = det.training_data()
                 version = f"lstm:{stream_id}:{metric}:{span[1]}"
                 future = loop.run_in_executor(self.pool, train_serialized, values, self.config, version)
-                future.add_done_callback(lambda _f: None)  # results are collected between batches
                 self.training[(stream_id, metric)] = asyncio.ensure_future(
                     self._finish_training(stream_id, metric, future, span, reason))
 

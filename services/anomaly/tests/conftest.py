@@ -4,6 +4,7 @@ consumer group and a PostgreSQL schema of its own."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from platform_common.kafka import Publisher, ensure_topics
+from platform_common.kafka import Publisher, dlq, ensure_topics
 from platform_common.testing import decode_avro, read_messages
 
 from anomaly.settings import AnomalySettings
@@ -118,11 +119,19 @@ def enriched(stream_id: str, i: int, value: float) -> dict:
             "sentiment": [], "models": [], "enriched_at": at}
 
 
+def traceparent(stream_id: str, i: int) -> str:
+    """The W3C trace context the event of index `i` travels with (as ingest-webhook would start it)."""
+    trace_id = hashlib.sha256(f"{stream_id}-{i}".encode()).hexdigest()[:32]
+    return f"00-{trace_id}-{trace_id[:16]}-01"
+
+
 class Harness:
     """What the tests do with the stack: post events, wait for the service, read the alerts."""
 
     def __init__(self, settings: AnomalySettings):
         self.settings = settings
+
+    traceparent = staticmethod(traceparent)
 
     def series(self, n: int, seed: int, spike_at: int | None = None) -> list[float]:
         return series(n, seed, spike_at)
@@ -136,6 +145,19 @@ class Harness:
     def alerts(self, stream_id: str) -> list[dict]:
         return alerts(self.settings, stream_id)
 
+    def post_raw(self, stream_id: str, payload: bytes) -> None:
+        async def send() -> None:
+            publisher = Publisher(self.settings)
+            await publisher.start()
+            try:
+                await publisher.send(self.settings.anomaly_source_topic, stream_id, payload)
+            finally:
+                await publisher.stop()
+        asyncio.run(send())
+
+    def dead_letters(self, count: int) -> list:
+        return read_messages(self.settings, dlq(self.settings.anomaly_source_topic), count, timeout=30)
+
 
 @pytest.fixture
 def harness(anomaly_settings) -> Harness:
@@ -147,11 +169,16 @@ async def post(settings: AnomalySettings, stream_id: str, values: list[float], s
     publisher = Publisher(settings)
     await publisher.start()
     try:
-        futures = [await publisher.producer.send(
-            settings.anomaly_source_topic, await publisher.serde.encode(
-                settings.anomaly_source_topic, enriched(stream_id, start + i, v), "events.enriched.v1"),
-            key=stream_id.encode()) for i, v in enumerate(values)]
-        return (await asyncio.gather(*futures))[-1].offset
+        sent = []
+        for i, v in enumerate(values):
+            payload = await publisher.serde.encode(settings.anomaly_source_topic, enriched(stream_id, start + i, v),
+                                                   "events.enriched.v1")
+            # straight to the producer: Publisher would replace the context with this process's (none here);
+            # one idempotent producer keeps the stream's order without waiting for each ack
+            sent.append(await publisher.producer.send(
+                settings.anomaly_source_topic, payload, key=stream_id.encode(),
+                headers=[("traceparent", traceparent(stream_id, start + i).encode())]))
+        return (await asyncio.gather(*sent))[-1].offset
     finally:
         await publisher.stop()
 

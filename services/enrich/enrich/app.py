@@ -31,6 +31,8 @@ def create_app(settings: EnrichSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.enrich_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.enrich_session_timeout_s / 3),
         stream_buffer_maxsize=4 * settings.enrich_stream_batch,
         web_port=settings.enrich_port,
         web_bind="0.0.0.0",
@@ -55,5 +57,4 @@ def create_app(settings: EnrichSettings) -> faust.App:
         "kafka": kafka_check(settings.kafka_bootstrap_servers),
         "schema_registry": registry_check(settings.schema_registry_url),
     }), port=settings.enrich_port, log_config=None, access_log=False)
-    app.enricher = enricher
     return app

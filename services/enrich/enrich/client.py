@@ -11,7 +11,10 @@ import asyncio
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+import threading
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,24 +43,54 @@ class ModelRef:
     version: str
 
 
+def _init_worker(task: str) -> None:
+    """Loads the model, and ends the worker when the service dies (SIGKILL gives it no chance to stop it)."""
+    get_model(task)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _predict(task: str, texts: list[str]) -> list[dict]:
+    # module level, so that a worker process can run it
+    return get_model(task).predict(texts)
+
+
 class LocalBackend:
+    """The models without a server. By default they run in a worker process of this service (`workers` > 0), so
+    Kafka, Avro and the models use two cores instead of sharing one GIL; `workers=0` runs them in a thread."""
+
     kind = "local"
 
-    def __init__(self, task: str):
-        self.model = get_model(task)
-        self.ref = ModelRef(task, self.model.name, self.model.version)
-        # one thread per model: the models hold the GIL anyway; this keeps the event loop answering meanwhile
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{task}")
+    def __init__(self, task: str, workers: int = 0):
+        self.task = task
+        model = get_model(task)
+        self.ref = ModelRef(task, model.name, model.version)
+        self._executor: Executor = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                initargs=(task,))
+            if workers else ThreadPoolExecutor(1, thread_name_prefix=f"model-{task}"))
+
+    async def start(self) -> None:
+        """Starts the worker (it loads the model) before the stream, outside the request timeout."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, _predict, self.task, ["warm-up"])
 
     async def infer(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, texts)
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, _predict, self.task, texts)
+        except BrokenExecutor as e:  # the worker process died: a new backend is needed, not a new input
+            raise ModelUnavailable(f"{self.task} worker process died") from e
         except Exception as e:
             raise ModelFailed(mask(f"{type(e).__name__}: {e}")) from e
         return results, self.ref
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class TritonBackend:
@@ -66,6 +99,9 @@ class TritonBackend:
     def __init__(self, task: str, url: str):
         self.task = task
         self.client = triton.InferenceServerClient(url)
+
+    async def start(self) -> None:
+        pass  # the server may come up later: requests fail as ModelUnavailable until it does
 
     async def infer(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
         text = triton.InferInput("TEXT", [len(texts)], "BYTES")
@@ -133,6 +169,7 @@ class ModelClient:
         self._labels = (task, backend.kind)
 
     async def start(self) -> None:
+        await self.backend.start()
         self._collector = asyncio.create_task(self._collect(), name=f"batcher-{self.task}")
 
     async def close(self) -> None:
@@ -210,7 +247,8 @@ class ModelClient:
 
 
 def model_client(task: str, backend: str, settings) -> ModelClient:
-    impl = LocalBackend(task) if backend == "local" else TritonBackend(task, settings.enrich_triton_url)
+    impl = (LocalBackend(task, settings.enrich_local_workers) if backend == "local"
+            else TritonBackend(task, settings.enrich_triton_url))
     breaker = CircuitBreaker(settings.enrich_breaker_failures, settings.enrich_breaker_reset_s,
                              on_open=lambda: (BREAKER_OPEN.labels(task, backend).inc(),
                                               log.warning("circuit opened for %s via %s", task, backend)))

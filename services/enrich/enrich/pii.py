@@ -32,16 +32,13 @@ def mask(text: str) -> str:
     return text
 
 
-class MaskingFilter(logging.Filter):
-    """Masks the rendered message of every log record, whatever logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args or isinstance(record.msg, str):
-            record.msg = mask(record.getMessage())
-            record.args = ()
-        return True
-
-
 def install_log_masking() -> None:
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(MaskingFilter())
+    """Masks every log record when it is created, whichever logger or handler (Faust installs its own) gets it."""
+    make_record = logging.getLogRecordFactory()
+
+    def masked_record(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.msg, record.args = mask(record.getMessage()), ()
+        return record
+
+    logging.setLogRecordFactory(masked_record)

@@ -20,6 +20,8 @@ from .models import get_model
 class EnrichRuntime(MLModel):
     async def load(self) -> bool:
         self.model = get_model(self.name)
+        extra = (self.settings.parameters.extra if self.settings.parameters else None) or {}
+        self.max_chars = int(extra.get("max_chars", 100_000))
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -27,6 +29,8 @@ class EnrichRuntime(MLModel):
         if text is None or text.datatype != "BYTES":
             raise MLServerError("expected one BYTES input named TEXT", status_code=400)
         texts = StringCodec.decode_input(text)
+        if any(len(t) > self.max_chars for t in texts):
+            raise MLServerError(f"a text is over this server's limit of {self.max_chars} characters", status_code=400)
         # off the server's event loop, like the local backend
         results = await asyncio.to_thread(self.model.predict, texts)
         identity = f"{self.model.name}:{self.model.version}"

@@ -20,6 +20,8 @@ class EnrichSettings(CommonSettings):
     enrich_backend: Backend = "local"
     enrich_sentiment_backend: Backend | None = None
     enrich_ner_backend: Backend | None = None
+    # worker processes per model for the local backend (0: a thread of this process)
+    enrich_local_workers: int = 1
     # KServe V2 HTTP endpoint (Triton, or MLServer serving services/enrich/mlserver)
     enrich_triton_url: str = "localhost:8010"
 
@@ -27,6 +29,8 @@ class EnrichSettings(CommonSettings):
     enrich_stream_batch: int = 500
     enrich_stream_wait_s: float = 0.02
     enrich_concurrency: int = 1
+    # a killed worker's partitions move to a new one after this long without heartbeats
+    enrich_session_timeout_s: float = 10.0
     # model micro-batching, request timeout and circuit breaker
     enrich_model_batch: int = 256
     enrich_model_wait_ms: float = 2.0

@@ -107,3 +107,42 @@ async def test_micro_batcher_merges_concurrent_calls_and_bounds_the_batch(mlserv
         await client.close()
     assert [len(results) for results, _ in answers] == [2] * 20
     assert sum(seen) == 40 and max(seen) <= 16 and len(seen) <= 4
+
+
+async def test_record_the_model_refuses_goes_to_the_dlq_and_the_rest_is_enriched(enrich_process, mlserver, publisher,
+                                                                                 common_settings):
+    # the client accepts texts the server refuses (MLServer's limit is 20,000 characters in model-settings.json)
+    service = enrich_process(ENRICH_BACKEND="triton", ENRICH_TRITON_URL=mlserver, ENRICH_MAX_TEXT_CHARS="100000",
+                             LOG_LEVEL="INFO")
+    refused = raw_event({"body": "call me on +44 20 7946 0958 " + "a" * 30_000}, stream_id="s1")
+    fine = [raw_event({"body": t}, stream_id=f"s{i}") for i, t in enumerate(TEXTS)]
+    await publish_raw(publisher, common_settings, service.input, [fine[0], refused, *fine[1:]])
+    service.start()
+    reader = TopicReader(common_settings, service.output)
+    try:
+        found = reader.poll_until({e["event_id"] for e in fine} | {refused["event_id"]}, 30)
+    finally:
+        reader.close()
+    assert found.keys() == {e["event_id"] for e in fine}
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    consumer = Consumer({"bootstrap.servers": common_settings.kafka_bootstrap_servers, "group.id": "dlq-reader"})
+    consumer.assign([TopicPartition(f"{service.input}.dlq", p, OFFSET_BEGINNING) for p in range(3)])
+    try:
+        deadline, msg = time.monotonic() + 20, None
+        while msg is None and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+    finally:
+        consumer.close()
+    assert msg is not None and not msg.error()
+    reason = dict(msg.headers())["dlq.reason"].decode()
+    assert reason.startswith("model failed") and "20000 characters" in reason
+    value = AvroDeserializer(SchemaRegistryClient({"url": common_settings.schema_registry_url}))(
+        msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+    assert value["event_id"] == refused["event_id"]
+    assert "7946" not in value["text"]["body"] and "[PHONE]" in value["text"]["body"]
+    log = service.log.read_text()
+    assert "dead-lettering" in log and "7946 0958" not in log

@@ -10,14 +10,16 @@ import redis.asyncio as redis
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from platform_common.ops import kafka_check, ops_router, redis_check, registry_check
 from platform_common.service import init_service
+from platform_common.tracing import tracer
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from .intake import IngestError, Intake
 from .publish import EventPublisher
-from .ratelimit import RateLimiter
 from .replay import ReplayGuard
 from .settings import IngestSettings
 from .sources import Source, load_sources
@@ -45,6 +47,7 @@ RESPONSES = {
     200: {"model": Accepted, "description": "A replay of a delivery already published: the first event's "
                                             "coordinates; nothing is published"},
     400: _error("Malformed body (not JSON) or request"),
+    408: _error("The body did not arrive within the body timeout (slow sender)"),
     401: _error("Missing or wrong signature, or a signed timestamp outside the tolerance"),
     404: _error("Unknown source"),
     413: _error("Body over the source's limit"),
@@ -72,8 +75,8 @@ def create_app(settings: IngestSettings | None = None, sources: dict[str, Source
                                 socket_connect_timeout=settings.ingest_publish_timeout)
         publisher = EventPublisher(settings)
         await publisher.start()
-        app.state.intake = Intake(sources, publisher, RateLimiter(client), ReplayGuard(client),
-                                  in_flight_wait=settings.ingest_publish_timeout + 1)
+        app.state.intake = Intake(sources, publisher, ReplayGuard(client), settings.ingest_publish_timeout,
+                                  settings.ingest_body_timeout)
         log.info("ingest-webhook ready", extra={"sources": sorted(sources), "topic": settings.ingest_topic})
         try:
             yield
@@ -92,7 +95,17 @@ def create_app(settings: IngestSettings | None = None, sources: dict[str, Source
               response_model=Accepted, responses=RESPONSES, openapi_extra=REQUEST_BODY)
     async def receive(request: Request,
                       source: str = Path(description="Source name from the sources file", examples=["demo"])):
-        status, answer = await request.app.state.intake.receive(source, request)
+        # the SERVER span of the webhook request roots the event's trace (or continues the sender's)
+        with tracer().start_as_current_span("POST /webhooks/{source}", context=propagate.extract(request.headers),
+                                            kind=SpanKind.SERVER, attributes={
+                                                "http.request.method": "POST", "http.route": "/webhooks/{source}",
+                                                "url.path": request.url.path}) as span:
+            try:
+                status, answer = await request.app.state.intake.receive(source, request)
+            except IngestError as e:
+                span.set_attribute("http.response.status_code", e.status)
+                raise
+            span.set_attribute("http.response.status_code", status)
         return ORJSONResponse(answer, status_code=status)
 
     @app.exception_handler(IngestError)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
 import orjson
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from .mapping import MappingError
 from .metrics import REQUESTS, VERIFICATION_FAILURES
 from .publish import EventPublisher, PublishUnavailable
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimited, current_window
 from .replay import Claim, InFlight, ReplayGuard
 from .signatures import SCHEMES, VerificationError
 from .sources import Source
@@ -53,14 +52,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def parse_json(body: bytes):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson refuses integers beyond 64 bits, which JSON allows: the standard parser takes those
+        return json.loads(body)
+
+
 class Intake:
-    def __init__(self, sources: dict[str, Source], publisher: EventPublisher, limiter: RateLimiter,
-                 replay: ReplayGuard, in_flight_wait: float):
+    def __init__(self, sources: dict[str, Source], publisher: EventPublisher, replay: ReplayGuard,
+                 publish_timeout: float, body_timeout: float):
         self.sources = sources
         self.publisher = publisher
-        self.limiter = limiter
         self.replay = replay
-        self.in_flight_wait = in_flight_wait
+        self.publish_timeout = publish_timeout
+        self.body_timeout = body_timeout
 
     async def receive(self, name: str, request: Request) -> tuple[int, dict]:
         source = self.sources.get(name)
@@ -80,7 +87,12 @@ class Intake:
     async def _receive(self, source: Source, request: Request) -> tuple[int, dict]:
         if not _json_media_type(request.headers.get("content-type")):
             raise IngestError(415, "unsupported_media_type", "the body must be application/json")
-        body = await read_body(request, source.max_body_bytes)
+        try:
+            # a slow-loris sender must not hold a connection and its buffer for ever
+            body = await asyncio.wait_for(read_body(request, source.max_body_bytes), self.body_timeout)
+        except asyncio.TimeoutError:
+            raise IngestError(408, "request_timeout", f"the body did not arrive within {self.body_timeout:g} s",
+                              {"Connection": "close"}) from None
         now = time.time()
         try:
             verified = SCHEMES[source.scheme](request.headers, body, source.keys, source.tolerance_seconds, now)
@@ -88,24 +100,26 @@ class Intake:
             VERIFICATION_FAILURES.labels(source.name, e.reason).inc()
             raise IngestError(401, "invalid_signature", e.detail) from None
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            raw_payload = body.decode()  # UTF-8 only, as JSON on the wire must be
+            payload = parse_json(body)
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than any parser should follow
             raise IngestError(400, "malformed_body", "the body is not valid JSON (UTF-8)") from None
         try:
             event = source.mapping.to_event(
                 payload, source=source.name, delivery_id=verified.delivery_id, received_at=int(now * 1000),
-                signed_at=verified.timestamp, raw_payload=body.decode(), headers=dict(request.headers))
+                signed_at=verified.timestamp, raw_payload=raw_payload, headers=dict(request.headers))
         except MappingError as e:
             raise IngestError(422, "unmappable_payload", str(e)) from None
 
+        admitted = time.monotonic()
         try:
-            retry_after = await self.limiter.retry_after(source.name, source.rate_limit, source.rate_period)
-            if retry_after is not None:
-                raise IngestError(429, "rate_limited", "too many webhooks for this source",
-                                  {"Retry-After": str(retry_after)})
             # a seen id within the window is a replay; the key outlives a signed timestamp's whole validity
             claim = await self.replay.claim(source.name, event["delivery_id"], 2 * source.tolerance_seconds,
-                                            self.in_flight_wait)
+                                            self.publish_timeout,
+                                            current_window(source.name, source.rate_limit, source.rate_period, now))
+        except RateLimited as e:
+            raise IngestError(429, "rate_limited", "too many webhooks for this source",
+                              {"Retry-After": str(e.retry_after)}) from None
         except RedisError as e:
             raise IngestError(503, "dependency_unavailable", "replay protection is unavailable",
                               {"Retry-After": "1"}) from e
@@ -114,14 +128,13 @@ class Intake:
                               {"Retry-After": "1"}) from None
         if not isinstance(claim, Claim):
             return 200, claim  # a replay: the first event's coordinates, nothing published
-        return 202, await self._publish(event, claim, request)
+        # time spent waiting on a duplicate in flight comes out of the publish bound: 503 stays within it
+        budget = self.publish_timeout - (time.monotonic() - admitted)
+        return 202, await self._publish(event, claim, max(budget, 0.05))
 
-    async def _publish(self, event: dict, claim: Claim, request: Request) -> dict:
-        token = None
-        if "traceparent" in request.headers:  # continue the sender's trace, if it sent one
-            token = otel_context.attach(propagate.extract(request.headers))
+    async def _publish(self, event: dict, claim: Claim, timeout: float) -> dict:
         try:
-            coordinates = await self.publisher.publish(event)
+            coordinates = await self.publisher.publish(event, timeout)
         except BaseException as e:
             # the claim must not outlive a failed publication, or the sender's retry would be dropped as a replay
             await asyncio.shield(self._release(claim))
@@ -129,9 +142,6 @@ class Intake:
                 raise IngestError(503, "kafka_unavailable", "the event could not be stored; retry later",
                                   {"Retry-After": "1"}) from None
             raise
-        finally:
-            if token is not None:
-                otel_context.detach(token)
         try:
             await self.replay.complete(claim, coordinates)
         except RedisError:  # stored all the same: answer 202; the pending claim expires with the window

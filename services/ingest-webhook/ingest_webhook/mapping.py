@@ -21,6 +21,8 @@ def _millis(value: Any, field: str) -> int:
     if isinstance(value, bool):
         raise MappingError(f"{field} must be ISO-8601 text or epoch milliseconds")
     if isinstance(value, (int, float)):
+        if not -2**63 <= value < 2**63:
+            raise MappingError(f"{field} is out of range")
         return int(value)
     if isinstance(value, str):
         try:
@@ -44,6 +46,8 @@ def _scalar_text(value: Any) -> str:
 def _string_map(value: Any, field: str) -> dict[str, str]:
     if value is None:
         return {}
+    if field == "text" and isinstance(value, str):  # one text without a name is the event's body
+        return {"body": value}
     if not isinstance(value, dict):
         raise MappingError(f"{field} must be an object")
     out = {}
@@ -67,7 +71,10 @@ def _metrics(value: Any) -> dict[str, float]:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise MappingError(f"metrics.{k} must be a number")
-        out[str(k)] = float(v)
+        try:
+            out[str(k)] = float(v)
+        except OverflowError:
+            raise MappingError(f"metrics.{k} is out of range") from None
     return out
 
 

@@ -36,13 +36,15 @@ class EventPublisher:
     async def stop(self) -> None:
         await self.publisher.stop()
 
-    async def publish(self, event: dict) -> dict:
-        """The event's coordinates once acknowledged; PublishUnavailable otherwise, within `timeout` seconds."""
+    async def publish(self, event: dict, timeout: float | None = None) -> dict:
+        """The event's coordinates once acknowledged; PublishUnavailable otherwise, within `timeout` seconds
+        (default: INGEST_PUBLISH_TIMEOUT)."""
         started = time.perf_counter()
         source = event["source"]
         try:
             payload = await self.serde.encode(self.topic, event, schema_of=RAW)
-            meta = await asyncio.wait_for(self.publisher.send(self.topic, event["stream_id"], payload), self.timeout)
+            meta = await asyncio.wait_for(self.publisher.send(self.topic, event["stream_id"], payload),
+                                          timeout or self.timeout)
         except Exception as e:
             # a timed-out send may still be written later: the client's retry then repeats the same event_id,
             # which the sinks are idempotent on; what matters is that nothing unstored is acknowledged

@@ -1,30 +1,29 @@
-"""Per-source rate limit in Redis: a fixed window counter, shared by every worker and replica."""
+"""Per-source rate limit in Redis: a fixed window counter shared by every worker and replica.
+
+The counting itself runs in the replay claim's script (replay.py), so admitting a delivery is one round trip.
+"""
 
 from __future__ import annotations
 
 import math
-import time
-
-from redis.asyncio import Redis
-
-# one round trip: count the request and give the window its expiry when it opens
-_COUNT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
+from dataclasses import dataclass
 
 
-class RateLimiter:
-    def __init__(self, redis: Redis, prefix: str = "ingest:rate"):
-        self._count = redis.register_script(_COUNT)
-        self.prefix = prefix
+class RateLimited(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
 
-    async def retry_after(self, source: str, limit: int, period: int) -> int | None:
-        """None when the request fits in the current window, else the seconds until the next one."""
-        now = time.time()
-        window = int(now // period)
-        count = await self._count(keys=[f"{self.prefix}:{source}:{window}"], args=[period + 1])
-        if count <= limit:
-            return None
-        return max(1, math.ceil((window + 1) * period - now))
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    key: str  # the counter of the current window
+    limit: int
+    expiry: int  # seconds the counter lives: the window and a margin
+    retry_after: int  # seconds until the next window opens
+
+
+def current_window(source: str, limit: int, period: int, now: float, prefix: str = "ingest:rate") -> RateWindow:
+    window = int(now // period)
+    return RateWindow(f"{prefix}:{source}:{window}", limit, period + 1,
+                      max(1, math.ceil((window + 1) * period - now)))

@@ -3,6 +3,7 @@
 A delivery is claimed with an atomic set-if-absent that carries a unique token and an expiry. The claim becomes
 the event's coordinates once Kafka acknowledged it, or is released if publishing failed, so the publisher's retry
 is published rather than lost. A duplicate arriving while the first is in flight waits for its outcome.
+The same script counts the request in its source's rate window first, so admission is one Redis round trip.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
-PENDING = "pending:"
+from .ratelimit import RateLimited, RateWindow
 
-# claimed -> 1; otherwise the current value (a pending token or the first event's coordinates)
-_CLAIM = """
+PENDING = b"pending:"
+
+# KEYS: delivery, rate window. ARGV: token, delivery expiry, rate limit, rate window expiry.
+# -> 0: rate limited; 1: claimed; otherwise the delivery's value (a pending token or the first coordinates)
+_ADMIT = """
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+if n > tonumber(ARGV[3]) then return 0 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return redis.call('GET', KEYS[1])
 """
@@ -44,23 +51,25 @@ class Claim:
 
 class ReplayGuard:
     def __init__(self, redis: Redis, prefix: str = "ingest:delivery", poll: float = 0.02):
-        self._claim = redis.register_script(_CLAIM)
+        self._admit = redis.register_script(_ADMIT)
         self._complete = redis.register_script(_COMPLETE)
         self._release = redis.register_script(_RELEASE)
         self.prefix = prefix
         self.poll = poll
 
-    async def claim(self, source: str, delivery_id: str, window: int, wait: float) -> Claim | dict:
-        """A Claim to publish under, or the coordinates of the delivery's first event. Waits up to `wait`
-        seconds on a delivery in flight (then raises InFlight)."""
+    async def claim(self, source: str, delivery_id: str, window: int, wait: float, rate: RateWindow) -> Claim | dict:
+        """A Claim to publish under, or the coordinates of the delivery's first event. Raises RateLimited, or
+        InFlight after waiting `wait` seconds on the same delivery in flight elsewhere."""
         key = f"{self.prefix}:{source}:{delivery_id}"
-        token = PENDING + uuid.uuid4().hex
+        token = PENDING.decode() + uuid.uuid4().hex
         deadline = time.monotonic() + wait
         while True:
-            found = await self._claim(keys=[key], args=[token, window])
+            found = await self._admit(keys=[key, rate.key], args=[token, window, rate.limit, rate.expiry])
+            if found == 0:
+                raise RateLimited(rate.retry_after)
             if found == 1:
                 return Claim(key, token)
-            if not found.startswith(b"pending:"):
+            if not found.startswith(PENDING):
                 return orjson.loads(found)
             if time.monotonic() > deadline:
                 raise InFlight(delivery_id)

@@ -15,6 +15,8 @@ class IngestSettings(CommonSettings):
     ingest_topic: str = RAW
     # the longest a request waits for Kafka's acknowledgement before answering 503
     ingest_publish_timeout: float = 2.0
+    # the longest a sender may take to send a body (408 after it), so slow senders cannot pile up connections
+    ingest_body_timeout: float = 10.0
     ingest_linger_ms: int = 2
     # 1: a source whose secret variable is unset gets a fixed, printed development secret instead of refusing to start
     ingest_dev_secrets: bool = False

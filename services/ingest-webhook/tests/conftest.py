@@ -3,14 +3,12 @@ publishing to a topic of its own per test module; secrets generated per run; sig
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import importlib.util
-import os
 import secrets as pysecrets
 import socket
 import threading
@@ -55,7 +53,8 @@ def whsec() -> str:
 def secrets() -> dict[str, str]:
     """One run's secrets, by variable; the *_NEXT ones are rotated in beside the current ones."""
     return {"WEBHOOK_SECRET_DEMO": whsec(), "WEBHOOK_SECRET_DEMO_NEXT": whsec(),
-            "WEBHOOK_SECRET_GITHUB": pysecrets.token_hex(20), "WEBHOOK_SECRET_STRIPE": "whsec_" + pysecrets.token_hex(16),
+            "WEBHOOK_SECRET_GITHUB": pysecrets.token_hex(20),
+            "WEBHOOK_SECRET_STRIPE": "whsec_" + pysecrets.token_hex(16),
             "WEBHOOK_SECRET_METER": whsec()}
 
 

@@ -268,7 +268,12 @@ def test_streamed_body_over_the_limit_is_413_without_reading_the_rest(server):
         chunk = b"x" * 1024
         s.sendall(b"POST /webhooks/tiny HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-        answer = s.recv(4096)
+        answer = b""
+        while b"}" not in answer:  # the whole JSON answer, however the server splits it
+            data = s.recv(4096)
+            if not data:
+                break
+            answer += data
     assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
     assert b"payload_too_large" in answer
 

@@ -15,8 +15,12 @@ def run() -> None:
     try:
         settings = NotifySettings()
         RoutingConfig.load(settings.notify_routes_file)  # a bad routes file stops here with one line
-    except (ValidationError, ValueError, OSError) as e:
-        sys.exit(f"notify: bad configuration: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        sys.exit(f"notify: bad configuration ({e.title}): {where + ': ' if where else ''}{first['msg']}")
+    except (ValueError, OSError) as e:
+        sys.exit(f"notify: bad configuration: {e}")
 
     async def guarded() -> None:
         task = asyncio.create_task(main(settings))

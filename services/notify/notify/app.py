@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import uvicorn
 from fastapi import FastAPI
 from platform_common.kafka import ANOMALIES, Publisher, ReliableConsumer, ensure_topics
-from platform_common.ops import kafka_check, ops_router, postgres_check, registry_check, serve
+from platform_common.ops import kafka_check, ops_router, postgres_check, registry_check
 from platform_common.service import init_service
 
 from .dispatcher import Dispatcher
@@ -40,6 +41,7 @@ class Notify:
         self.app.include_router(silences_router(self.store))
         install_error_handlers(self.app)
         self.tasks: list[asyncio.Task] = []
+        self.server: uvicorn.Server | None = None
 
     async def start(self) -> None:
         for receiver in self.routes.receivers:
@@ -59,9 +61,17 @@ class Notify:
             ("outcome-sweep", self.outcomes.sweep()))]
 
     async def serve(self, port: int | None = None) -> None:
-        await serve(self.app, self.settings.notify_port if port is None else port)
+        # like platform_common.ops.serve, but without lifespan events (none are used) and stoppable, so that a
+        # shutdown neither cuts a request short nor logs a cancelled lifespan
+        self.server = uvicorn.Server(uvicorn.Config(
+            self.app, host="0.0.0.0", port=self.settings.notify_port if port is None else port, log_config=None,
+            access_log=False, lifespan="off"))
+        self.server.install_signal_handlers = lambda: None
+        await self.server.serve()
 
     async def stop(self) -> None:
+        if self.server:
+            self.server.should_exit = True
         await self.consumer.stop()
         for task in self.tasks:
             task.cancel()
@@ -77,10 +87,11 @@ async def main(settings: NotifySettings | None = None) -> None:
     service = Notify(settings)
     await service.start()
     log.info("notify consuming %s, API on port %d", settings.notify_topics, settings.notify_port)
+    http = asyncio.create_task(service.serve())
     try:
-        done, _ = await asyncio.wait([asyncio.create_task(service.serve()), *service.tasks],
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([http, *service.tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()  # a task that ended on its own is a failure worth its traceback in the log
     finally:
         await service.stop()
+        await asyncio.wait([http], timeout=5)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import urlencode
 
 import httpx
 from platform_common.kafka import ANOMALIES, Publisher, dlq
 
 from . import pagerduty, slack
 from .delivery import DeliveryFailed, ReceiverClient, circuit_breakers
-from .metrics import DELIVERIES, LATENCY, QUEUE_DEPTH
+from .metrics import CIRCUIT_OPEN, DELIVERIES, LATENCY, QUEUE_DEPTH
 from .outcomes import Outcomes
 from .routing import RoutingConfig
 from .settings import NotifySettings
@@ -39,6 +40,10 @@ class Dispatcher:
                                                settings.notify_backoff_initial, settings.notify_backoff_max)
                         for r in routes.receivers}
         self.inflight: dict[tuple[str, str], asyncio.Task] = {}
+        for name in self.clients:  # every receiver shows in /metrics from the start
+            CIRCUIT_OPEN.labels(name).set(0)
+            for outcome in ("delivered", "dead_lettered"):
+                DELIVERIES.labels(name, outcome)
 
     async def run(self) -> None:
         while True:
@@ -114,8 +119,8 @@ class Dispatcher:
         parts = (alert.get("traceparent") or "").split("-")
         if len(parts) == 4 and len(parts[1]) == 32:
             links.append({"href": self.settings.notify_trace_url.format(trace_id=parts[1]), "text": "Trace"})
-        links.append({"href": f"{self.settings.notify_portal_url.rstrip('/')}/?stream={alert['stream_id']}",
-                      "text": "Report portal"})
+        portal = f"{self.settings.notify_portal_url.rstrip('/')}/?{urlencode({'stream': alert['stream_id']})}"
+        links.append({"href": portal, "text": "Report portal"})
         return links
 
     async def dead_letter(self, name: str, rows: list, reason: str, attempts: int) -> None:

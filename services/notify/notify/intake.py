@@ -8,7 +8,7 @@ from aiokafka import ConsumerRecord
 
 from .metrics import DELIVERIES
 from .outcomes import Outcomes
-from .routing import Matcher, RoutingConfig, alert_labels
+from .routing import RoutingConfig, alert_labels
 from .store import Store
 
 ACTIONS = ("trigger", "resolve")
@@ -34,7 +34,6 @@ class Intake:
     async def handle(self, value: dict, record: ConsumerRecord) -> None:
         alert = normalize(value)
         labels = alert_labels(alert)
-        silences = await self.store.silences(active_only=True)
         planned = []
         for match in self.routes.match(labels):
             receiver = self.routes.by_name[match.receiver]
@@ -43,8 +42,7 @@ class Intake:
                 match = match.model_copy(update={"group_by": ("stream_id",), "group_wait": 0.0,
                                                  "group_interval": 0.0})
             group_key = ",".join(f"{name}={labels.get(name, '')}" for name in match.group_by)
-            silence = next((s["id"] for s in silences
-                            if all(Matcher(**m).matches(labels) for m in s["matchers"])), None)
+            silence = await self.store.silence_for(labels)
             planned.append((match, receiver.type, group_key, silence))
         recorded = await self.store.add_deliveries(alert, record.topic, planned)
         for row in recorded:

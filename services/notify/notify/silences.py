@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from .routing import Matcher
 from .store import Store
 
 
 class PostableSilence(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
     id: uuid.UUID | None = Field(None, description="Given: that silence is expired and replaced by this one.")
     matchers: list[Matcher] = Field(min_length=1)
-    starts_at: AwareDatetime | None = Field(None, alias="startsAt", description="Default: now.")
-    ends_at: AwareDatetime = Field(alias="endsAt")
-    created_by: str = Field(alias="createdBy", min_length=1)
+    starts_at: AwareDatetime | None = Field(None, description="Default: now.")
+    ends_at: AwareDatetime
+    created_by: str = Field(min_length=1)
     comment: str = Field(min_length=1)
 
 
@@ -41,7 +43,14 @@ def silences_router(store: Store) -> APIRouter:
     router = APIRouter(prefix="/api/v2", tags=["silences"])
 
     @router.post("/silences", summary="Create a silence (or replace the one named by `id`)")
-    async def create(body: PostableSilence) -> JSONResponse:
+    async def create(payload: Annotated[dict, Body(description=(
+            "Alertmanager's PostableSilence: matchers [{name, value, isRegex, isEqual}], startsAt, endsAt, "
+            "createdBy, comment"))]) -> JSONResponse:
+        # validated here rather than by FastAPI: FastAPI 0.115 with pydantic 2.12 warns on aliased body models
+        try:
+            body = PostableSilence.model_validate(payload)
+        except ValidationError as e:
+            return bad_request(e.errors())
         starts_at = body.starts_at or datetime.now(UTC)
         if body.ends_at <= starts_at or body.ends_at <= datetime.now(UTC):
             return error(400, "bad_silence", "endsAt must be after startsAt and in the future")
@@ -71,6 +80,11 @@ def silences_router(store: Store) -> APIRouter:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error(400, "bad_request", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
+        return bad_request(exc.errors())
+
+
+def bad_request(errors) -> JSONResponse:
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return error(400, "bad_request", f"{where}: {first.get('msg', 'invalid request')}" if where else
+                 first.get("msg", "invalid request"))

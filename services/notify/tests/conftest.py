@@ -11,12 +11,11 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from platform_common.kafka import ANOMALIES, Publisher, dlq, ensure_topics
-
 from notify.app import Notify
 from notify.dev_receivers import DevReceivers
 from notify.routing import RoutingConfig
 from notify.settings import NotifySettings
+from platform_common.kafka import ANOMALIES, Publisher, dlq, ensure_topics
 
 PD_KEY = "R0UTINGKEY0123456789abcdef012345"  # PagerDuty integration keys are 32 characters
 
@@ -29,7 +28,7 @@ route:
   receiver: slack-ok
   group_by: [stream_id]
   group_wait: 1500ms
-  group_interval: 5s
+  group_interval: 2s
   routes:
     - matchers: ['severity=~"critical|error"']
       receiver: pd

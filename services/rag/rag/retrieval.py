@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client import Histogram
 
 from .embedder import Embedder
@@ -57,7 +56,7 @@ class Retriever:
         if mode in ("hybrid", "dense"):
             ranked.append(await self.store.dense(index, vector, filters, n))
         if mode in ("hybrid", "keyword"):
-            ranked.append(await self.store.keyword(index, query, filters, n))
+            ranked.append(await self.store.keyword(index, query, vector, filters, n))
         fused: dict[str, float] = {}
         rows: dict[str, object] = {}
         for rows_of_one_side in ranked:
@@ -65,11 +64,11 @@ class Retriever:
                 fused[row["chunk_id"]] = fused.get(row["chunk_id"], 0.0) + 1.0 / (RRF_K + rank + 1)
                 rows[row["chunk_id"]] = row
         if mode == "dense":  # relaxed-order HNSW scans may return near-ties out of order
-            fused = {cid: float(np.dot(vector, rows[cid]["embedding"])) for cid in fused}
+            fused = {cid: rows[cid]["similarity"] for cid in fused}
         best = sorted(fused, key=fused.get, reverse=True)[:k]
         hits = [Hit(r["chunk_id"], r["document_id"], r["ordinal"], r["text"], r["title"], r["source_uri"],
                     r["tenant"], r["sector"], r["doc_type"], r["content_hash"],
-                    float(np.dot(vector, r["embedding"])), fused[cid])
+                    float(r["similarity"]), fused[cid])
                 for cid in best for r in (rows[cid],)]
         RETRIEVAL_SECONDS.labels(mode).observe(time.perf_counter() - started)
         return hits

@@ -30,7 +30,7 @@ class RagService:
         self.settings = settings
         self.llm = llm or make_llm(settings.rag_llm_backend, data_dir=settings.data_dir, url=settings.rag_llm_url,
                                    model=settings.rag_llm_model, api_key=settings.rag_llm_api_key)
-        self.embedder = embedder or Embedder(settings.rag_embed_batch)
+        self.embedder = embedder or Embedder(settings.rag_embed_batch, settings.rag_torch_threads)
         self.chunking = ChunkingConfig(settings.rag_chunk_words, settings.rag_chunk_overlap)
         self.consumers: list[ReliableConsumer] = []
 

@@ -17,6 +17,7 @@ class RagSettings(CommonSettings):
     rag_chunk_words: int = 120
     rag_chunk_overlap: int = 20
     rag_embed_batch: int = 64
+    rag_torch_threads: int = 1
     # cosine similarity under which a passage does not count as grounding
     rag_min_score: float = 0.3
     rag_top_k: int = 4

@@ -252,7 +252,7 @@ class Store:
 
     async def chunks_of(self, index: IndexInfo, document_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
-            f"SELECT {CHUNK_COLUMNS}, embedding FROM {self.schema}.{index.table} WHERE document_id = $1 "
+            f"SELECT {CHUNK_COLUMNS} FROM {self.schema}.{index.table} WHERE document_id = $1 "
             "ORDER BY ordinal", document_id)
 
     def _where(self, filters: Filters, first: int) -> tuple[str, list]:
@@ -268,20 +268,43 @@ class Store:
     async def dense(self, index: IndexInfo, vector: np.ndarray, filters: Filters, n: int) -> list[asyncpg.Record]:
         where, args = self._where(filters, 3)
         return await self.pool.fetch(f"""
-            SELECT {CHUNK_COLUMNS}, embedding FROM {self.schema}.{index.table}
+            SELECT {CHUNK_COLUMNS}, 1 - (embedding <=> $1) AS similarity FROM {self.schema}.{index.table}
             WHERE {where} ORDER BY embedding <=> $1 LIMIT $2""", vector, n, *args)
 
-    async def keyword(self, index: IndexInfo, query: str, filters: Filters, n: int) -> list[asyncpg.Record]:
-        """Full-text ranking over any of the query's terms (plainto_tsquery ANDs them: a question rarely has
-        every word in one passage), ranked by ts_rank_cd normalised by passage length."""
-        where, args = self._where(filters, 3)
+    async def keyword(self, index: IndexInfo, query: str, vector: np.ndarray, filters: Filters,
+                      n: int) -> list[asyncpg.Record]:
+        """BM25 over PostgreSQL full-text lexemes. Candidates are the best rows of each query term on its own
+        (a rare term is never crowded out by common ones), then scored with the terms' document frequencies;
+        avgdl is taken over the candidates. The cosine similarity comes along, so that one relevance threshold
+        applies to hits of either side."""
+        where, args = self._where(filters, 4)
+        s, t = self.schema, index.table
         return await self.pool.fetch(f"""
-            WITH q AS (SELECT replace(plainto_tsquery('english', $1)::text, '&', '|')::tsquery AS q)
-            SELECT {CHUNK_COLUMNS}, embedding, ts_rank_cd(tsv, q.q, 1) AS rank FROM {self.schema}.{index.table}, q
-            WHERE tsv @@ q.q AND {where} ORDER BY rank DESC LIMIT $2""", query, n, *args)
-
+            WITH terms AS (
+                SELECT DISTINCT lexeme, plainto_tsquery('simple', lexeme) AS q
+                FROM unnest(to_tsvector('english', $1))),
+            df AS (
+                SELECT lexeme, (SELECT count(*) FROM {s}.{t} WHERE tsv @@ terms.q) AS n FROM terms),
+            candidates AS (
+                SELECT DISTINCT best.chunk_id FROM terms, LATERAL (
+                    SELECT chunk_id FROM {s}.{t} WHERE tsv @@ terms.q AND {where}
+                    ORDER BY ts_rank(tsv, terms.q) DESC LIMIT $2) best),
+            rows AS (
+                SELECT c.*, length(c.tsv) AS dl FROM {s}.{t} c JOIN candidates USING (chunk_id)),
+            corpus AS (
+                SELECT greatest(chunk_count, 1) AS n_docs, (SELECT avg(dl) FROM rows) AS avgdl
+                FROM {s}.indexes WHERE table_name = '{t}'),
+            scored AS (
+                SELECT r.chunk_id, sum(ln(1 + (corpus.n_docs - df.n + 0.5) / (df.n + 0.5))
+                        * u.tf * 2.2 / (u.tf + 1.2 * (0.25 + 0.75 * r.dl / corpus.avgdl))) AS rank
+                FROM rows r, corpus,
+                     LATERAL (SELECT lexeme, cardinality(positions) AS tf FROM unnest(r.tsv)) u
+                     JOIN df USING (lexeme)
+                GROUP BY r.chunk_id)
+            SELECT {CHUNK_COLUMNS}, 1 - (embedding <=> $3) AS similarity, scored.rank
+            FROM rows JOIN scored USING (chunk_id) ORDER BY scored.rank DESC LIMIT $2""",
+            query, n, vector, *args)
 
 def chunk_id(document_id: str, content_hash: str, ordinal: int) -> str:
     """Stable for the same content, new for new content: a citation keeps pointing at what was cited."""
-    return f"{document_id}#{content_hash[:12]}-{ordinal}"
-
+    return f"{document_id}@{content_hash[:12]}-{ordinal}"

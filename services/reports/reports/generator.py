@@ -69,7 +69,7 @@ class ReportGenerator:
         anomalies = await anomaly_figures(self.store, scope, 1)
         bucket = bucket_for(definition.length)
         charts = build_charts(await compute_series(self.store, scope, bucket), anomalies, kpis)
-        passages, context_error = await self.rag.passages(definition.context_query or definition.title,
+        passages, context = await self.rag.passages(definition.context_query or definition.title,
                                                           definition.tenant)
         names = [definition.name, definition.title, *(f.get(k) for f in kpis + anomalies
                                                        for k in ("stream", "source", "metric"))]
@@ -92,7 +92,7 @@ class ReportGenerator:
             "lineage": {"data_window": [start.isoformat(), end.isoformat()], "bucket": str(bucket),
                         "query_versions": QUERY_VERSIONS, "model": narrative.model,
                         "prompt_versions": narrative.prompt_versions,
-                        "cited_chunks": [p["chunk_id"] for p in passages], "context_error": context_error},
+                        "cited_chunks": [p["chunk_id"] for p in passages], **context},
         }
         pdf = await render_pdf(report)
         sha = hashlib.sha256(pdf).hexdigest()

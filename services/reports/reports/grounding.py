@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-NUMBER = re.compile(r"(?<![\d.])[-+−]?\d[\d,]*(?:\.\d+)?%?")
+# a sign counts only where it is not a hyphen inside a name ("pump-7" holds 7, not -7)
+NUMBER = re.compile(r"(?:(?<![\w.])[-+−])?(?<![\d.])\d[\d,]*(?:\.\d+)?%?")
 _WORD = re.compile(r"[a-z][a-z0-9-]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 

@@ -15,21 +15,22 @@ class RagClient:
         self.top_k = top_k
         self._client = httpx.AsyncClient(timeout=timeout)
 
-    async def passages(self, query: str, tenant: str) -> tuple[list[dict], str | None]:
-        """Passages as {chunk_id, document_id, title, text, score}, and why there are none when rag failed: a
-        report goes out without context rather than not at all, and its lineage says so."""
+    async def passages(self, query: str, tenant: str) -> tuple[list[dict], dict]:
+        """Passages as {chunk_id, document_id, source_uri, title, text, score} (retrieval only, rag generates
+        nothing), and what to record in the lineage: the index version, or why there is no context. A report goes
+        out without context rather than not at all."""
         try:
             response = await self._client.post(f"{self.url}/v1/query", json={
-                "query": query, "tenant": tenant, "top_k": self.top_k, "generate": False})
+                "question": query, "filters": {"tenant": tenant}, "k": self.top_k, "generate": False})
             response.raise_for_status()
             body = response.json()
-        except (httpx.HTTPError, ValueError) as e:
+            passages = [{"chunk_id": str(c["chunk_id"]), "document_id": c.get("document_id"),
+                         "source_uri": c.get("source_uri"), "title": c.get("title") or "", "text": c.get("text") or "",
+                         "score": c.get("score")} for c in body.get("citations") or []]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
             log.warning("rag unavailable, report without context: %s", type(e).__name__)
-            return [], f"rag unavailable: {type(e).__name__}"
-        items = body.get("passages") or body.get("citations") or body.get("chunks") or []
-        return [{"chunk_id": str(p.get("chunk_id") or p.get("id")), "document_id": p.get("document_id"),
-                 "title": p.get("title") or "", "text": p.get("text") or p.get("content") or "",
-                 "score": p.get("score")} for p in items][: self.top_k], None
+            return [], {"context_error": f"rag unavailable: {type(e).__name__}"}
+        return passages, {"index_version": body.get("index_version")}
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -15,7 +15,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
+from platform_common.kafka import Publisher, ensure_topics
 from reports.config import Config, ReportDefinition, User, hash_password
+from reports.generator import ReportGenerator
+from reports.rag_client import RagClient
+from reports.service import build_llm
 from reports.settings import ReportsSettings
 from reports.store import Store
 
@@ -118,14 +122,15 @@ def config() -> Config:
 
 
 def rag_app(passages: list[dict]) -> FastAPI:
-    """Stands in for the rag service's query API (rag is not what these tests are about)."""
+    """Stands in for the rag service's query API, answering as it does (rag is not what these tests are about)."""
     app = FastAPI()
     app.state.queries = []
 
     @app.post("/v1/query")
     async def query(request: Request) -> dict:
         app.state.queries.append(await request.json())
-        return {"passages": passages}
+        return {"answer": "", "grounded": True, "model": "none", "prompt_version": "answer.v1@x",
+                "index_version": "idx-test", "citations": passages}
     return app
 
 
@@ -145,14 +150,49 @@ def chat_app(draft: str, rewrite: str) -> FastAPI:
     return app
 
 
-PASSAGES = [{"chunk_id": "strategy-1#0", "document_id": "strategy-1", "title": "Operations strategy 2026",
+PASSAGES = [{"chunk_id": "strategy-1#0", "document_id": "strategy-1", "source_uri": "file:strategy.md",
+             "title": "Operations strategy 2026",
              "text": "Our target is to keep pump temperature under 60 degrees and to reach 99.5% availability.",
              "score": 0.71}]
+
+
+DRAFT = ("The period saw 49 events. The critical anomaly in temperature on pump-7 reached 97.5 against a "
+         "threshold of 3.5. Revenue grew by 9999 units compared to last week. Mean temperature on pump-7 was 43.26, "
+         "under the target of 60 degrees. Customer satisfaction reached 73.5%.")
+REWRITE = "Revenue rose by 4242 percent."
+
+
+@pytest.fixture
+async def generator(rsettings, store, period):
+    """A generator over the known period, with the rag and chat stand-ins, publishing to this run's topics."""
+    rag, chat = rag_app(PASSAGES), chat_app(DRAFT, REWRITE)
+    async with serving(rag) as rag_url, serving(chat) as chat_url:
+        rsettings.reports_rag_url = rag_url
+        rsettings.reports_llm_url = f"{chat_url}/v1"
+        await ensure_topics(rsettings, [rsettings.reports_topic, rsettings.reports_documents_topic])
+        publisher = Publisher(rsettings)
+        await publisher.start()
+        llm, client = build_llm(rsettings), RagClient(rag_url)
+        generator = ReportGenerator(rsettings, store, llm, client, publisher)
+        generator.stubs = SimpleNamespace(rag=rag.state, chat=chat.state)
+        try:
+            yield generator
+        finally:
+            await publisher.stop()
+            await llm.aclose()
+            await client.aclose()
+
+
+@pytest.fixture
+async def generated(generator):
+    """The report of the known period, published to this run's reports topic."""
+    report, pdf, _ = await generator.generate(DEFINITION, PERIOD_END, send=False)
+    return report, pdf, generator.stubs.rag, generator.stubs.chat
 
 
 @pytest.fixture
 def h() -> SimpleNamespace:
     """The helpers above, for test modules (with --import-mode=importlib they cannot import conftest)."""
-    return SimpleNamespace(serving=serving, rag_app=rag_app, chat_app=chat_app, event=event, anomaly=anomaly,
+    return SimpleNamespace(serving=serving, free_port=free_port, rag_app=rag_app, chat_app=chat_app, event=event, anomaly=anomaly,
                            period_events=period_events, DEFINITION=DEFINITION, PASSAGES=PASSAGES,
-                           PERIOD_END=PERIOD_END, SPIKE=SPIKE, SPIKE_AT=SPIKE_AT)
+                           PERIOD_END=PERIOD_END, SPIKE=SPIKE, SPIKE_AT=SPIKE_AT, REWRITE=REWRITE)

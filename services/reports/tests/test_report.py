@@ -2,43 +2,15 @@
 
 import shutil
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from platform_common.kafka import Publisher, ensure_topics
 from platform_common.testing import decode_avro, read_messages
-from reports.generator import ReportGenerator
 from reports.grounding import Guard, figure_sources, passage_sources
-from reports.rag_client import RagClient
-from reports.service import build_llm
-
-DRAFT = ("The period saw 49 events. The critical anomaly in temperature on pump-7 reached 97.5 against a "
-         "threshold of 3.5. Revenue grew by 9999 units compared to last week. Mean temperature on pump-7 was 43.26, "
-         "under the target of 60 degrees. Customer satisfaction reached 73.5%.")
-REWRITE = "Revenue rose by 4242 percent."
-
-
-@pytest.fixture
-async def generated(rsettings, store, period, h):
-    """The report of the known period, published to this run's reports topic."""
-    rag, chat = h.rag_app(h.PASSAGES), h.chat_app(DRAFT, REWRITE)
-    async with h.serving(rag) as rag_url, h.serving(chat) as chat_url:
-        rsettings.reports_rag_url = rag_url
-        rsettings.reports_llm_url = f"{chat_url}/v1"
-        await ensure_topics(rsettings, [rsettings.reports_topic, rsettings.reports_documents_topic])
-        publisher = Publisher(rsettings)
-        await publisher.start()
-        llm, client = build_llm(rsettings), RagClient(rag_url)
-        try:
-            report, pdf, _ = await ReportGenerator(rsettings, store, llm, client, publisher).generate(
-                h.DEFINITION, h.PERIOD_END, send=False)
-        finally:
-            await publisher.stop()
-            await llm.aclose()
-            await client.aclose()
-    return report, pdf, rag.state, chat.state
+from reports.scheduler import run_due
 
 
 async def test_the_injected_anomaly_is_named_and_charted(generated, period, h):
@@ -56,7 +28,8 @@ async def test_the_injected_anomaly_is_named_and_charted(generated, period, h):
     # 49 events in the window; the reading one minute after it (temperature 500) counts nowhere
     assert kpis["Events in the period"] == 49 and kpis["Highest temperature on pump-7"] == h.SPIKE
     assert kpis["Anomalies in the period"] == 1
-    assert rag.queries and rag.queries[0]["tenant"] == "default"
+    assert rag.queries == [{"question": "Daily operations", "filters": {"tenant": "default"}, "k": 4,
+                            "generate": False}]
 
 
 async def test_invented_numbers_are_removed_and_every_figure_traces_to_its_source(generated, rsettings, store, h):
@@ -65,7 +38,7 @@ async def test_invented_numbers_are_removed_and_every_figure_traces_to_its_sourc
     assert removed == {"Revenue grew by 9999 units compared to last week.": ["9999"],
                        "Customer satisfaction reached 73.5%.": ["73.5%"]}
     # the guardrail asked for rewrites (within its budget of two) before removing
-    assert [r["rewrite"] for r in report["removed"]] == [REWRITE, None]
+    assert [r["rewrite"] for r in report["removed"]] == [h.REWRITE, None]
     assert sum("Rewrite it" in r["messages"][-1]["content"] for r in chat.requests) == 2
     kept = [s["text"] for s in report["narrative"]]
     assert kept == ["The period saw 49 events.",
@@ -82,7 +55,7 @@ async def test_invented_numbers_are_removed_and_every_figure_traces_to_its_sourc
                   ["pump-7", "line-2"], (h.PERIOD_END, h.PERIOD_END))
     assert all(guard.check(s).ok for s in kept)
     assert report["lineage"]["cited_chunks"] == ["strategy-1#0"]
-    assert report["lineage"]["model"] == "stub-inventor"
+    assert report["lineage"]["model"] == "stub-inventor" and report["lineage"]["index_version"] == "idx-test"
     assert report["lineage"]["data_window"] == [report["period_start"], report["period_end"]]
     assert report["lineage"]["query_versions"]["kpis"] == "kpis@1"
     assert all(v.split("@")[0] in ("narrative.v1", "rewrite.v1") for v in report["lineage"]["prompt_versions"])
@@ -120,3 +93,12 @@ async def test_the_pdf_shows_the_charts_and_the_narrative(generated, tmp_path: P
         pixels = Image.open(page).convert("RGB").getdata()
         red += sum(1 for r, g, b in pixels if r > 180 and g < 90 and b < 90)
     assert red > 30
+
+
+async def test_the_scheduler_makes_each_due_report_once(generator, config, h):
+    config.reports = [h.DEFINITION.model_copy(update={"recipients": {"email": [], "slack": False}})]
+    # an hour after the 12:00 fire time, the period ending at 12:00 is due, once
+    [made] = await run_due(config, generator, now=h.PERIOD_END + timedelta(hours=1))
+    assert await run_due(config, generator, now=h.PERIOD_END + timedelta(hours=2)) == []
+    report = await generator.store.report(made, "default")
+    assert report["period_end"] == h.PERIOD_END.isoformat()

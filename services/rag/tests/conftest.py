@@ -1,0 +1,90 @@
+"""Fixtures of the rag tests: a schema of their own in the real PostgreSQL, the real embedder (loaded once), and
+an OpenAI-compatible stub for tests that are not about generation quality."""
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+
+from rag.chunking import ChunkingConfig
+from rag.embedder import Embedder
+from rag.ingest import Indexer
+from rag.settings import RagSettings
+from rag.store import Store
+
+DATA = Path(__file__).with_name("data")
+_EMBEDDER = Embedder()  # loading takes seconds: one per test session
+
+
+@pytest.fixture
+def embedder() -> Embedder:
+    return _EMBEDDER
+
+
+@pytest.fixture
+def retrieval_set() -> dict:
+    return json.loads((DATA / "retrieval_set.json").read_text())
+
+
+@pytest.fixture
+def rag_settings(run_id: str) -> RagSettings:
+    return RagSettings(service_name="rag-tests", rag_db_schema=f"rag_test_{run_id}",
+                       rag_documents_topic=f"documents.v1.t{run_id}", rag_enriched_topic=f"events.enriched.v1.t{run_id}",
+                       rag_contextualized_topic=f"events.contextualized.v1.t{run_id}", rag_group=f"rag-t{run_id}",
+                       kafka_partitions=1)
+
+
+@pytest.fixture
+async def store(rag_settings: RagSettings):
+    store = await Store.connect(rag_settings.database_url, rag_settings.rag_db_schema)
+    yield store
+    await store.pool.execute(f"DROP SCHEMA {rag_settings.rag_db_schema} CASCADE")
+    await store.close()
+
+
+@pytest.fixture
+async def indexer(store: Store, embedder: Embedder) -> Indexer:
+    indexer = Indexer(store, embedder, ChunkingConfig(max_words=20, overlap_words=5))
+    await indexer.open()
+    return indexer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StubChat:
+    """An OpenAI-compatible chat endpoint answering `reply`, recording the requests it got."""
+
+    def __init__(self, reply: str):
+        self.reply = reply
+        self.requests: list[dict] = []
+        self.app = FastAPI()
+
+        @self.app.post("/v1/chat/completions")
+        async def complete(request: Request) -> dict:
+            body = await request.json()
+            self.requests.append(body)
+            return {"model": body["model"], "choices": [{"message": {"role": "assistant", "content": self.reply}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+
+@pytest.fixture
+async def stub_chat():
+    stub = StubChat("This is a payment service outage covered by the resilience rules. About 4321 customers lost money.")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(stub.app, host="127.0.0.1", port=port, log_config=None))
+    server.install_signal_handlers = lambda: None
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    stub.url = f"http://127.0.0.1:{port}/v1"
+    yield stub
+    server.should_exit = True
+    await task

@@ -1,0 +1,144 @@
+"""The service end to end on the real stack: documents through documents.v1, enriched events in, contextualized
+events out, the query and document API. The LLM is an OpenAI-compatible stub here (these tests are not about
+generation quality; test_embedded_llm.py runs the real model)."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from platform_common.kafka import DOCUMENTS, ENRICHED, Publisher, dlq
+from platform_common.testing import decode_avro, read_messages
+from rag.api import create_app
+from rag.contextualize import NO_CONTEXT
+from rag.service import RagService
+
+DOCS = [
+    ("resilience", "Operational resilience of payment services", "regulation",
+     "Critical payment services must be restored within two hours after a disruption. A payment outage lasting "
+     "longer is reported to the regulator as a major incident, with its cause and the customers affected."),
+    ("complaints", "Complaint handling", "policy",
+     "Customer complaints are acknowledged within five working days and resolved within eight weeks."),
+]
+
+
+def enriched(event_id: str, text: str, tenant: str = "default") -> dict:
+    now = int(time.time() * 1000)
+    return {"event_id": event_id, "delivery_id": event_id, "source": "demo", "type": "incident.reported",
+            "stream_id": f"stream-{event_id}", "tenant": tenant, "occurred_at": now, "received_at": now,
+            "text": {"body": text}, "metrics": {}, "attributes": {}, "raw_payload": "{}", "entities": [],
+            "sentiment": [{"field": "body", "label": "negative", "intensity": "high", "score": -0.8}],
+            "models": [], "enriched_at": now}
+
+
+@pytest.fixture
+async def service(rag_settings, stub_chat, embedder, store):
+    settings = rag_settings.model_copy(update={"rag_llm_backend": "openai", "rag_llm_url": stub_chat.url,
+                                               "rag_llm_model": "stub-chat"})
+    service = RagService(settings, embedder=embedder)
+    await service.start()
+    task = asyncio.create_task(service.run())
+    yield service
+    task.cancel()
+    await service.stop()
+
+
+async def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.3)
+    return False
+
+
+async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_settings, settings):
+    s = rag_settings
+    publisher = Publisher(s)
+    await publisher.start()
+    try:
+        for doc_id, title, doc_type, content in DOCS:
+            await publisher.publish(s.rag_documents_topic, doc_id, {
+                "document_id": doc_id, "op": "upsert", "source_uri": f"file://ref/{doc_id}.md", "title": title,
+                "content": content, "tenant": "default", "sector": "finance", "doc_type": doc_type, "metadata": {},
+                "updated_at": int(time.time() * 1000)}, schema_of=DOCUMENTS)
+        # an upsert without content cannot be indexed: it goes to the DLQ with the reason
+        await publisher.publish(s.rag_documents_topic, "broken", {
+            "document_id": "broken", "op": "upsert", "source_uri": "x", "content": None,
+            "updated_at": int(time.time() * 1000)}, schema_of=DOCUMENTS)
+
+        async def indexed() -> bool:
+            return all([await service.store.get_document(d) for d, *_ in DOCS])
+        assert await wait_for(indexed)
+
+        await publisher.publish(s.rag_enriched_topic, "stream-on", enriched(
+            "on-topic", "Card payments have been down for three hours: a payment outage at the bank."),
+            schema_of=ENRICHED)
+        await publisher.publish(s.rag_enriched_topic, "stream-off", enriched(
+            "off-topic", "The local football club won the cup final on penalties last night."), schema_of=ENRICHED)
+    finally:
+        await publisher.stop()
+
+    out = {v["event_id"]: v for v in (decode_avro(settings, m) for m in
+                                      await asyncio.to_thread(read_messages, settings, s.rag_contextualized_topic, 2, 90))}
+    assert set(out) == {"on-topic", "off-topic"}
+
+    on = out["on-topic"]
+    assert on["grounded"] and on["citations"] and on["model"] == "stub-chat"
+    assert on["prompt_version"].startswith("category_summary.v1@") and on["index_version"]
+    # the stub's second sentence holds a number in neither the passages nor the event: it was stripped
+    assert "4321" not in on["category_summary"] and "outage" in on["category_summary"]
+    assert "service_outage" in on["risk_flags"] and "strongly_negative_sentiment" in on["risk_flags"]
+    assert all(st["chunk_ids"] for st in on["statements"])
+    assert {c for st in on["statements"] for c in st["chunk_ids"]} == {c["chunk_id"] for c in on["citations"]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service)), base_url="http://rag") as http:
+        for citation in on["citations"]:  # every citation resolves to a real chunk
+            chunk = (await http.get(f"/v1/chunks/{citation['chunk_id']}")).json()
+            assert chunk["document_id"] == citation["document_id"] == "resilience"
+            assert chunk["source_uri"] == citation["source_uri"] == "file://ref/resilience.md"
+
+    off = out["off-topic"]
+    assert not off["grounded"] and off["citations"] == [] and off["statements"] == []
+    assert off["category_summary"] == off["regulatory_note"] == NO_CONTEXT
+
+    # the service shares this event loop: the blocking reader runs in a thread
+    dead = await asyncio.to_thread(read_messages, settings, dlq(s.rag_documents_topic), 1, 20)
+    assert dead and "non-empty content" in dict(dead[0].headers())["dlq.reason"].decode()
+
+
+async def test_query_and_document_api(service):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service)), base_url="http://rag") as http:
+        for doc_id, title, doc_type, content in DOCS:
+            r = await http.post("/v1/documents", json={"document_id": doc_id, "title": title, "content": content,
+                                                       "doc_type": doc_type, "source_uri": f"file://ref/{doc_id}.md"})
+            assert r.status_code == 200 and r.json()["status"] == "created"
+        again = await http.post("/v1/documents", json={"document_id": "complaints", "title": DOCS[1][1],
+                                                       "content": DOCS[1][3], "doc_type": "policy",
+                                                       "source_uri": "file://ref/complaints.md"})
+        assert again.json()["status"] == "unchanged" and again.json()["embedded"] == 0
+
+        r = await http.post("/v1/query", json={"question": "How fast must complaints be acknowledged?",
+                                               "filters": {"doc_type": "policy"}, "k": 3})
+        body = r.json()
+        assert r.status_code == 200 and body["grounded"] and body["model"] == "stub-chat"
+        assert [c["document_id"] for c in body["citations"]] == ["complaints"]
+        assert body["citations"][0]["source_uri"] == "file://ref/complaints.md"
+        assert set(body["timings_ms"]) == {"retrieval", "generation", "total"}
+
+        r = await http.post("/v1/query", json={"question": "Who won the football cup final?"})
+        assert r.json()["answer"] == NO_CONTEXT and r.json()["citations"] == []
+
+        bad = await http.post("/v1/query", json={"question": "", "k": 500})
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_request" and "\n" not in bad.text
+        bad = await http.post("/v1/documents", json={"document_id": "x", "content": "  "})
+        assert bad.status_code == 422 and bad.json() == {"error": "invalid_document",
+                                                         "detail": "an upsert needs non-empty content"}
+
+        assert (await http.delete("/v1/documents/complaints")).json()["status"] == "deleted"
+        assert (await http.get("/v1/documents/complaints")).status_code == 404
+        assert (await http.delete("/v1/documents/complaints")).status_code == 404
+        registry = (await http.get("/v1/indexes")).json()
+        assert registry[0]["doc_count"] == 1 and registry[0]["embedder_name"] == "all-MiniLM-L6-v2"
+        assert (await http.get("/readyz")).status_code == 200
+        assert "rag_retrieval_duration_seconds" in (await http.get("/metrics")).text

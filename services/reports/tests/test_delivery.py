@@ -1,0 +1,78 @@
+"""Delivery to a real SMTP server (aiosmtpd) and to a Slack incoming-webhook endpoint."""
+
+import asyncio
+import email
+from email import policy
+
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI, Request
+
+from reports.delivery import deliver
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.messages.append((envelope.rcpt_tos, email.message_from_bytes(envelope.content, policy=policy.default)))
+        return "250 OK"
+
+
+def report_fixture() -> dict:
+    return {"report_id": "7f1c0000-0000-0000-0000-000000000001", "definition": "daily-ops", "title": "Daily operations",
+            "period_start": "2026-11-19T12:00:00+00:00", "period_end": "2026-11-20T12:00:00+00:00",
+            "portal_url": "http://portal.test/reports/7f1c0000-0000-0000-0000-000000000001",
+            "narrative": [{"text": "The period saw 49 events."}],
+            "anomalies": [{"label": "Critical anomaly in temperature on pump-7"}]}
+
+
+async def test_email_arrives_with_the_pdf_and_slack_gets_the_summary_and_link(h):
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=h.free_port())
+    controller.start()
+    slack = FastAPI()
+    slack.state.posts = []
+
+    @slack.post("/hook")
+    async def hook(request: Request) -> str:
+        slack.state.posts.append(await request.json())
+        return "ok"
+
+    pdf = b"%PDF-1.7\n fake body for the attachment test\n%%EOF"
+    try:
+        async with h.serving(slack) as slack_url:
+            outcomes = await deliver(report_fixture(), pdf, email=["ops@example.com", "cto@example.com"],
+                                     slack_url=f"{slack_url}/hook", smtp_host="127.0.0.1",
+                                     smtp_port=controller.port,
+                                     sender="reports@platform.local")
+    finally:
+        await asyncio.to_thread(controller.stop)
+    assert outcomes == {"email": "delivered", "slack": "delivered"}
+    [(recipients, message)] = inbox.messages
+    assert recipients == ["ops@example.com", "cto@example.com"]
+    assert message["Subject"] == "Daily operations (2026-11-19 to 2026-11-20)"
+    assert message.is_multipart()
+    body = message.get_body(("plain",)).get_content()
+    assert "Critical anomaly in temperature on pump-7" in body and "http://portal.test/reports/" in body
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf"
+    assert attachment.get_filename().endswith(".pdf") and attachment.get_content() == pdf
+    [post] = slack.state.posts
+    assert "<http://portal.test/reports/7f1c0000-0000-0000-0000-000000000001|Open the report>" in post["text"]
+    assert "The period saw 49 events." in post["text"]
+
+
+async def test_a_channel_that_fails_does_not_stop_the_others(h):
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=h.free_port())
+    controller.start()
+    try:
+        outcomes = await deliver(report_fixture(), b"%PDF-", email=["ops@example.com"],
+                                 slack_url=f"http://127.0.0.1:{h.free_port()}/nobody-listens",
+                                 smtp_host="127.0.0.1", smtp_port=controller.port,
+                                 sender="reports@platform.local")
+    finally:
+        await asyncio.to_thread(controller.stop)
+    assert outcomes == {"email": "delivered", "slack": "failed: ConnectError"}
+    assert len(inbox.messages) == 1
