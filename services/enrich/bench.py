@@ -15,9 +15,8 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from enrich.client import CircuitBreaker, LocalBackend, ModelClient, TritonBackend
-from enrich.testing import EnrichProcess, publish_raw, raw_event, running_mlserver
+from enrich.testing import EnrichProcess, raw_event, running_mlserver
 from platform_common.kafka import RAW, Publisher, ensure_topics
 from platform_common.settings import CommonSettings
 

@@ -10,7 +10,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from reports.config import ReportDefinition
 from reports.generator import ReportGenerator
@@ -21,9 +21,9 @@ from reports.service import build_llm
 from reports.settings import ReportsSettings
 from reports.store import Scope, Store
 
-RUNS = 3
-END = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
-STREAMS = 8
+RUNS = 2
+END = datetime(2026, 11, 20, 12, tzinfo=UTC)
+STREAMS = 6
 
 
 async def seed(store: Store) -> int:

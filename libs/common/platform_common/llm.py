@@ -117,15 +117,21 @@ class EmbeddedLLM:
             copy = self._cached_copy()
             if (copy / "config.json").exists():
                 tokenizer = AutoTokenizer.from_pretrained(copy)
-                model = AutoModelForCausalLM.from_pretrained(copy, torch_dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32)
             else:
                 started = time.perf_counter()
                 folder = smollm2_folder()
                 tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
                 tmp = copy.with_name(copy.name + ".tmp")
                 # transformers 5 keeps a GGUF quantizer on the model (and refuses to save it) although the weights
-                # are already de-quantised to float32: drop it, so the copy loads as a plain model
+                # are already de-quantised to float32: drop it, so the copy loads as a plain model. With a GGUF
+                # kernel installed the weights would stay packed and must not be saved as plain tensors.
+                quantizer = getattr(model, "hf_quantizer", None)
+                if quantizer is not None and not getattr(quantizer.quantization_config, "dequantize", True):
+                    model.eval()
+                    self._loaded = (tokenizer, model, torch)
+                    return self._loaded
                 model.hf_quantizer = None
                 if hasattr(model.config, "quantization_config"):
                     del model.config.quantization_config

@@ -178,23 +178,28 @@ class MetricDetector:
                     scores[k] = max(0.0, (float(err) - self.model.error_median) / scale)
             self._check_drift()
         else:
-            arr = np.asarray(values, dtype=float)
-            scores = []
-            for k in range(len(points)):
-                i = start + k
-                ref = arr[max(0, i - cfg.fallback_window):i]
-                if len(ref) < 10:
-                    scores.append(0.0)
-                    continue
-                median = float(np.median(ref))
-                mad = float(np.median(np.abs(ref - median))) * MAD_SCALE
-                # a flat reference has no spread: measure against a small fraction of its level instead
-                scale = mad if mad > 0 else max(abs(median) * 1e-3, 1e-6)
-                short = float(arr[max(0, i - cfg.fallback_short + 1):i + 1].mean())
-                scores.append(max(abs(arr[i] - median), abs(short - median) * math.sqrt(cfg.fallback_short) / 2) / scale)
+            scores = self._fallback_scores(values, start, len(points))
         for t, v in points:
             self.times.append(t)
             self.values.append(v)
+        return scores
+
+    def _fallback_scores(self, values: list[float], start: int, n: int) -> list[float]:
+        cfg = self.config
+        arr = np.asarray(values, dtype=float)
+        scores = []
+        for k in range(n):
+            i = start + k
+            ref = arr[max(0, i - cfg.fallback_window):i]
+            if len(ref) < 10:
+                scores.append(0.0)
+                continue
+            median = float(np.median(ref))
+            mad = float(np.median(np.abs(ref - median))) * MAD_SCALE
+            # a flat reference has no spread: measure against a small fraction of its level instead
+            scale = mad if mad > 0 else max(abs(median) * 1e-3, 1e-6)
+            short = float(arr[max(0, i - cfg.fallback_short + 1):i + 1].mean())
+            scores.append(max(abs(arr[i] - median), abs(short - median) * math.sqrt(cfg.fallback_short) / 2) / scale)
         return scores
 
     def _check_drift(self) -> None:

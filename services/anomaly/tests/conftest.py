@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
@@ -61,16 +62,19 @@ class ServiceProcess:
                 self.proc.wait()
 
 
-@pytest.fixture
-def anomaly_settings(run_id) -> AnomalySettings:
+@pytest.fixture(scope="module")
+def anomaly_settings() -> AnomalySettings:
+    """One service per test module (it starts in seconds, not milliseconds); streams are per test."""
+    run_id = uuid.uuid4().hex[:10]
     return AnomalySettings(anomaly_source_topic=f"test.anomaly.in.{run_id}",
                            anomaly_alert_topic=f"test.anomaly.out.{run_id}",
                            anomaly_app_id=f"anomaly-test-{run_id}", anomaly_db_schema=f"anomaly_test_{run_id}",
                            anomaly_port=free_port(), anomaly_batch_seconds=0.2, service_name="anomaly-test")
 
 
-@pytest.fixture
-def service(anomaly_settings, tmp_path):
+@pytest.fixture(scope="module")
+def service(anomaly_settings, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("anomaly")
     s = anomaly_settings
     env = {**os.environ, "ANOMALY_SOURCE_TOPIC": s.anomaly_source_topic, "ANOMALY_ALERT_TOPIC": s.anomaly_alert_topic,
            "ANOMALY_APP_ID": s.anomaly_app_id, "ANOMALY_DB_SCHEMA": s.anomaly_db_schema,
@@ -159,7 +163,7 @@ class Harness:
         return read_messages(self.settings, dlq(self.settings.anomaly_source_topic), count, timeout=30)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def harness(anomaly_settings) -> Harness:
     return Harness(anomaly_settings)
 

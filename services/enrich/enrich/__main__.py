@@ -4,7 +4,6 @@ import asyncio
 import logging
 
 import faust
-
 from platform_common.kafka import ensure_topics
 from platform_common.service import init_service
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import faust
 from faust.contrib.asgi import serve_asgi
 from mode import Service
-
 from platform_common.ops import kafka_check, ops_app, registry_check
 
 from .pipeline import Enricher, Record

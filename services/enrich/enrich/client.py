@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -195,7 +195,7 @@ class ModelClient:
             while size < self.max_batch and (left := deadline - loop.time()) > 0:
                 try:
                     pending.append(await asyncio.wait_for(self._queue.get(), left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 size += len(pending[-1][0])
             await self._slots.acquire()
@@ -209,7 +209,7 @@ class ModelClient:
             chunks = [texts[i:i + self.max_batch] for i in range(0, len(texts), self.max_batch)]
             try:
                 answers = await asyncio.gather(*(self._request(c) for c in chunks))
-            except Exception as e:
+            except Exception as e:  # whatever failed, every caller of this request gets the error
                 for _, future in pending:
                     if not future.done():
                         future.set_exception(e)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-
 from platform_common.kafka import ENRICHED, RAW, Publisher, dlq
 from platform_common.tracing import inject_headers, process_span
 

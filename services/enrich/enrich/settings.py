@@ -26,13 +26,13 @@ class EnrichSettings(CommonSettings):
     enrich_triton_url: str = "localhost:8010"
 
     # stream batching (Faust take_events) and agent concurrency (>1 gives up per-stream ordering)
-    enrich_stream_batch: int = 500
+    enrich_stream_batch: int = 1000
     enrich_stream_wait_s: float = 0.02
     enrich_concurrency: int = 1
     # a killed worker's partitions move to a new one after this long without heartbeats
     enrich_session_timeout_s: float = 10.0
     # model micro-batching, request timeout and circuit breaker
-    enrich_model_batch: int = 256
+    enrich_model_batch: int = 512
     enrich_model_wait_ms: float = 2.0
     enrich_model_inflight: int = 2
     enrich_model_timeout_s: float = 5.0

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-
 from platform_common.kafka import RAW, Publisher, ensure_topics
 from platform_common.settings import CommonSettings
 

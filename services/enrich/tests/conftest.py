@@ -1,7 +1,6 @@
 """Fixtures of the enrich tests: per-run topics and app ids, the service as a subprocess, MLServer on free ports."""
 
 import pytest
-
 from enrich.testing import EnrichProcess, running_mlserver
 from platform_common.kafka import Publisher
 from platform_common.settings import CommonSettings

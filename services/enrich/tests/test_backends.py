@@ -5,7 +5,6 @@ import asyncio
 import time
 
 import pytest
-
 from enrich.client import CircuitBreaker, ModelClient, ModelUnavailable, TritonBackend
 from enrich.testing import TopicReader, free_port, publish_raw, raw_event
 

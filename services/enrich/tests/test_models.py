@@ -1,7 +1,6 @@
 """The models themselves: sentiment classes, entity offsets into the original text, PII masking."""
 
 import pytest
-
 from enrich.models import get_model
 from enrich.models.sentiment import VaderSentiment
 from enrich.pii import mask

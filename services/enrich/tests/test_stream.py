@@ -1,15 +1,13 @@
 """End to end through the real Kafka and registry: `python -m enrich` (local models) as a subprocess."""
 
-import asyncio
 import time
 import uuid
 
 import httpx
 import pytest
+from enrich.testing import EnrichProcess, TopicReader, publish_raw, raw_event
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-
-from enrich.testing import EnrichProcess, TopicReader, publish_raw, raw_event
 from platform_common.kafka import dlq
 
 TEXT = "Tim Cook said Apple will ship the iPhone 15 Pro in Paris on March 3, 2025 for $999. Great news, up 12%!"
@@ -49,7 +47,7 @@ async def test_event_is_enriched_within_two_seconds(service, reader, publisher, 
         trace_id = format(span.get_span_context().trace_id, "032x")
     found = reader.poll_until({event["event_id"]}, 2.0)
     elapsed = time.monotonic() - started
-    assert found, f"no enriched event within 2 s"
+    assert found, "no enriched event within 2 s"
     value, headers = found[event["event_id"]]
     print(f"\nraw -> enriched in {elapsed * 1000:.0f} ms")
 

@@ -46,6 +46,7 @@ class Dispatcher:
                 DELIVERIES.labels(name, outcome)
 
     async def run(self) -> None:
+        await self.store.lead()
         while True:
             try:
                 for key in await self.store.due_groups():

@@ -6,6 +6,7 @@ notify deduplicate, and its status is what keeps a restart from notifying twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -100,6 +101,7 @@ class Store:
         self.pool: asyncpg.Pool | None = None
         self._silences: list[tuple[uuid.UUID, list[Matcher], datetime, datetime]] | None = None
         self._silences_read = 0.0
+        self._lock_conn: asyncpg.Connection | None = None
 
     async def start(self) -> None:
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=8, init=_init_connection,
@@ -110,8 +112,18 @@ class Store:
             await conn.execute(DDL.format(s=self.s))
 
     async def stop(self) -> None:
+        if self._lock_conn:
+            await self._lock_conn.close()
         if self.pool:
             await self.pool.close()
+
+    async def lead(self, poll: float = 1.0) -> None:
+        """Returns once this process holds the dispatch lock: of several notify processes on one schema (a
+        rolling restart), only one sends. The session lock goes with the connection when the process dies."""
+        self._lock_conn = await asyncpg.connect(self.dsn)
+        while not await self._lock_conn.fetchval("select pg_try_advisory_lock(hashtext($1))",
+                                                 f"notify-dispatch-{self.s}"):
+            await asyncio.sleep(poll)
 
     # --- intake ---------------------------------------------------------------------------------------------
 

@@ -116,6 +116,14 @@ async def test_ten_alerts_of_one_stream_within_group_wait_give_one_message(
     assert sum(b["type"] == "section" for b in message["blocks"]) == 10
 
 
+async def test_a_group_too_big_for_one_slack_message_is_split_within_block_kit_limits(
+        notify, receivers, produce, make_alert, wait_for):
+    await produce(*(make_alert("s-big", n, severity="warning") for n in range(25)))
+    await wait_for(lambda: len(receivers.accepted("slack/ok")) == 2)
+    assert [m["text"] for m in receivers.accepted("slack/ok")] == ["20 anomalies on s-big", "5 anomalies on s-big"]
+    assert all(c.status == 200 for c in receivers.calls["slack/ok"])  # the receiver's Block Kit checks passed
+
+
 async def test_silenced_alert_is_not_delivered_but_recorded(
         notify, receivers, produce, make_alert, wait_for, api, db, notify_settings):
     answer = await api.post("/api/v2/silences", json={
@@ -156,3 +164,23 @@ async def test_silence_api_answers_bad_requests_with_json(notify, api):
     assert regex.status_code == 400
     missing = await api.delete("/api/v2/silence/00000000-0000-0000-0000-000000000000")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+async def test_two_processes_on_one_schema_send_each_alert_once(
+        notify, notify_settings, receivers, produce, make_alert, wait_for):
+    """As in a rolling restart: both consume (Kafka splits the partitions), only the lock holder sends."""
+    from collections import Counter
+
+    from notify.app import Notify
+    from notify.routing import RoutingConfig
+
+    second = Notify(notify_settings, RoutingConfig.load(notify_settings.notify_routes_file))
+    await second.start()
+    try:
+        alerts = [make_alert(f"s-pair-{n}", n) for n in range(12)]
+        await produce(*alerts)
+        await wait_for(lambda: len(receivers.accepted("pagerduty")) >= 12, timeout=30)
+        await asyncio.sleep(1)
+    finally:
+        await second.stop()
+    assert Counter(e["dedup_key"] for e in receivers.accepted("pagerduty")) == {a["dedup_key"]: 1 for a in alerts}

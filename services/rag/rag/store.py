@@ -275,8 +275,9 @@ class Store:
                       n: int) -> list[asyncpg.Record]:
         """BM25 over PostgreSQL full-text lexemes. Candidates are the best rows of each query term on its own
         (a rare term is never crowded out by common ones), then scored with the terms' document frequencies;
-        avgdl is taken over the candidates. The cosine similarity comes along, so that one relevance threshold
-        applies to hits of either side."""
+        avgdl is taken over the candidates. `coverage` is the score over the best score the query could get (every
+        term once in an average-length passage): how much of the query's IDF mass a hit holds. The cosine
+        similarity comes along, so that one relevance threshold applies to hits of either side."""
         where, args = self._where(filters, 4)
         s, t = self.schema, index.table
         return await self.pool.fetch(f"""
@@ -301,7 +302,9 @@ class Store:
                      LATERAL (SELECT lexeme, cardinality(positions) AS tf FROM unnest(r.tsv)) u
                      JOIN df USING (lexeme)
                 GROUP BY r.chunk_id)
-            SELECT {CHUNK_COLUMNS}, 1 - (embedding <=> $3) AS similarity, scored.rank
+            SELECT {CHUNK_COLUMNS}, 1 - (embedding <=> $3) AS similarity, scored.rank,
+                   scored.rank / (SELECT sum(ln(1 + (n_docs - df.n + 0.5) / (df.n + 0.5)) * 2.2)
+                                  FROM df, corpus) AS coverage
             FROM rows JOIN scored USING (chunk_id) ORDER BY scored.rank DESC LIMIT $2""",
             query, n, vector, *args)
 

@@ -23,17 +23,17 @@ async def recall(indexer, store, embedder, retrieval_set) -> dict[str, float]:
     return scores
 
 
-async def test_recall_at_5_is_reported_and_hybrid_beats_keyword(recall, capsys, retrieval_set):
+async def test_recall_at_5_is_reported_and_hybrid_beats_keyword_and_matches_dense(recall, capsys, retrieval_set):
     with capsys.disabled():
         print(f"\nrecall@5 over {len(retrieval_set['questions'])} questions, "
               f"{len(retrieval_set['documents'])} documents: "
               + ", ".join(f"{m} {recall[m]:.3f}" for m in MODES))
     assert recall["hybrid"] > recall["keyword"]
+    assert recall["hybrid"] >= recall["dense"]  # fusion must not lose what the vectors found
     assert recall["dense"] > 0.8 and recall["hybrid"] > 0.8  # the set is answerable at all
 
 
 @pytest.mark.xfail(strict=True, reason="measured: all-MiniLM-L6-v2 alone already finds the rare names and codes of "
-                                       "this set (dense 0.99), and keyword hits on paraphrases push some of its "
-                                       "finds out of the fused top 5 (hybrid 0.93)")
+                                       "this set, so hybrid ties dense-only (0.992 each) instead of beating it")
 async def test_hybrid_recall_at_5_beats_dense_only(recall):
     assert recall["hybrid"] > recall["dense"]

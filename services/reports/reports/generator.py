@@ -7,12 +7,11 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
-
-from prometheus_client import Histogram
+from datetime import UTC, datetime, timezone
 
 from platform_common.kafka import DOCUMENTS, Publisher
 from platform_common.llm import LLM
+from prometheus_client import Histogram
 
 from .charts import build_charts
 from .config import ReportDefinition
@@ -60,7 +59,7 @@ class ReportGenerator:
     async def generate(self, definition: ReportDefinition, period_end: datetime, *,
                        send: bool = True) -> tuple[dict, bytes, dict[str, str]]:
         started = time.perf_counter()
-        end = period_end.astimezone(timezone.utc)
+        end = period_end.astimezone(UTC)
         start = end - definition.length
         scope = Scope(definition.tenant, start, end,
                       None if "*" in definition.streams else definition.streams,
@@ -83,7 +82,7 @@ class ReportGenerator:
         report = {
             "report_id": rid, "definition": definition.name, "tenant": definition.tenant, "title": definition.title,
             "period_start": start.isoformat(), "period_end": end.isoformat(),
-            "generated_at": datetime.now(timezone.utc).isoformat(),
+            "generated_at": datetime.now(UTC).isoformat(),
             "portal_url": f"{self.settings.reports_portal_url.rstrip('/')}/reports/{rid}",
             "kpis": kpis, "anomalies": anomalies, "charts": charts,
             "narrative": [{**s, "segments": segments(s)} for s in narrative.sentences],
@@ -112,7 +111,7 @@ class ReportGenerator:
 
     async def publish(self, report: dict, sha: str) -> None:
         lineage = report["lineage"]
-        millis = lambda iso: int(datetime.fromisoformat(iso).timestamp() * 1000)  # noqa: E731
+        millis = lambda iso: int(datetime.fromisoformat(iso).timestamp() * 1000)
         await self.publisher.publish(self.settings.reports_topic, report["definition"], {
             "report_id": report["report_id"], "definition": report["definition"], "tenant": report["tenant"],
             "period_start": millis(report["period_start"]), "period_end": millis(report["period_end"]),

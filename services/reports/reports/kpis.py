@@ -9,7 +9,7 @@ from .store import Scope, Store
 
 
 def _figure(kind: str, label: str, value: float, decimals: int, drill: dict, unit: str = "", **about) -> dict:
-    value = round(float(value), decimals) if decimals else int(round(value))
+    value = round(float(value), decimals) if decimals else round(value)
     return {"kind": kind, "label": label, "value": value, "display": f"{value:,.{decimals}f}{unit}", "unit": unit,
             "drill": drill, **about}
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from prometheus_client import Counter
-
 from platform_common.llm import LLM
+from prometheus_client import Counter
 
 from .grounding import Guard, split_sentences
 from .prompts import load_prompt
@@ -29,8 +28,16 @@ class Narrative:
     model: str = ""
 
 
-def facts_text(figures: list[dict]) -> str:
-    return "\n".join(f"- {f['label']}: {f['display']}" for f in figures if f["kind"] != "anomaly") or "- none"
+MAX_FACTS = 12
+
+
+def facts_text(figures: list[dict], anomalies: list[dict]) -> str:
+    """The figures the model sees: totals first, then those of anomalous series, up to MAX_FACTS. A short prompt
+    keeps a small model on topic and fast on CPU; the guardrail still accepts every figure of the report."""
+    flagged = {(a["stream"], a["metric"]) for a in anomalies}
+    ranked = sorted(figures, key=lambda f: ("stream" in f or "source" in f,
+                                            (f.get("stream"), f.get("metric")) not in flagged))
+    return "\n".join(f"- {f['label']}: {f['display']}" for f in ranked[:MAX_FACTS]) or "- none"
 
 
 def anomalies_text(anomalies: list[dict]) -> str:
@@ -47,12 +54,14 @@ async def write_narrative(llm: LLM, guard: Guard, *, title: str, period: str, fi
                           max_rewrites: int) -> Narrative:
     prompt, rewrite = load_prompt("narrative.v1"), load_prompt("rewrite.v1")
     result = Narrative(prompt_versions=[prompt.version, rewrite.version], model=llm.model)
-    facts = facts_text(figures + anomalies)
+    facts = facts_text(figures, anomalies)
     draft = await llm.generate(prompt.render(title=title, period=period, facts=facts,
                                              anomalies=anomalies_text(anomalies), passages=passages_text(passages)),
                                max_tokens)
     result.model = draft.model
-    for sentence in split_sentences(draft.text):
+    # small models sometimes echo the prompt's header before the summary itself
+    text = draft.text.rpartition("Summary:")[2]
+    for sentence in split_sentences(text):
         checked = guard.check(sentence)
         attempt = None
         while not checked.ok and max_rewrites > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
@@ -17,9 +17,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from starlette.middleware.sessions import SessionMiddleware
-
 from platform_common.ops import Check, ops_router
+from starlette.middleware.sessions import SessionMiddleware
 
 from .charts import vega_embed_bundle
 from .config import Config, User
@@ -160,8 +159,8 @@ def create_app(config: Config, store: Store, generator: ReportGenerator | None, 
             raise HTTPException(404, f"no report definition {name}") from None
         if definition.tenant != user.tenant or generator is None:
             raise HTTPException(404, f"no report definition {name}")
-        end = period_end or datetime.now(timezone.utc)
-        report, _, outcomes = await generator.generate(definition, end if end.tzinfo else end.replace(tzinfo=timezone.utc))
+        end = period_end or datetime.now(UTC)
+        report, _, outcomes = await generator.generate(definition, end if end.tzinfo else end.replace(tzinfo=UTC))
         return {"report_id": report["report_id"], "portal_url": report["portal_url"], "deliveries": outcomes,
                 "removed_sentences": len(report["removed"])}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiokafka import ConsumerRecord
-
 from platform_common.kafka import Publisher, ReliableConsumer
 
 from .settings import ReportsSettings

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from .config import Config
 from .generator import ReportGenerator, report_id
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_due(config: Config, generator: ReportGenerator, now: datetime | None = None) -> list[str]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     made = []
     for definition in config.reports:
         end = definition.last_fire(now)
@@ -27,7 +27,7 @@ async def run_due(config: Config, generator: ReportGenerator, now: datetime | No
             log.exception("report %s for the period ending %s failed; retried at the next tick", definition.name, end)
             continue
         made.append(report["report_id"])
-        log.info("report %s delivered: %s", report["report_id"], outcomes)
+        log.info("report %s delivery outcomes: %s", report["report_id"], outcomes)
     return made
 
 

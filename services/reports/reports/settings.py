@@ -28,7 +28,7 @@ class ReportsSettings(CommonSettings):
     reports_llm_url: str | None = None
     reports_llm_model: str | None = None
     reports_llm_api_key: str | None = None
-    reports_llm_max_tokens: int = 120
+    reports_llm_max_tokens: int = 96
     # sentences with ungrounded numbers get this many rewrites in all before they are removed
     reports_max_regenerations: int = 2
     # absolute URL of the portal, for links in emails, Slack messages and reports.v1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 
@@ -74,8 +74,8 @@ _BASE = ("event_id", "tenant", "source", "type", "stream_id", "occurred_at", "me
 def _ts(millis: int | datetime) -> datetime:
     # python-schema-registry-client already turns timestamp-millis into aware datetimes; tolerate raw millis too
     if isinstance(millis, datetime):
-        return millis if millis.tzinfo else millis.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(millis / 1000, timezone.utc)
+        return millis if millis.tzinfo else millis.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(millis / 1000, UTC)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import socket
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import uvicorn
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
-
 from platform_common.kafka import Publisher, ensure_topics
 from reports.config import Config, ReportDefinition, User, hash_password
 from reports.generator import ReportGenerator
@@ -23,7 +23,7 @@ from reports.service import build_llm
 from reports.settings import ReportsSettings
 from reports.store import Store
 
-PERIOD_END = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+PERIOD_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SPIKE_AT = PERIOD_END - timedelta(hours=5, minutes=30)
 SPIKE = 97.5
 
@@ -50,15 +50,29 @@ async def serving(app: FastAPI):
         await task
 
 
+async def delete_topics(settings: ReportsSettings, suffix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.endswith(suffix) or t.endswith(f"{suffix}.dlq")]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
-def rsettings(run_id: str) -> ReportsSettings:
-    return ReportsSettings(
+async def rsettings(run_id: str):
+    """This test's own topics (deleted afterwards), consumer group and database schema."""
+    settings = ReportsSettings(
         reports_db_schema=f"reports_t{run_id}",
         reports_raw_topic=f"events.raw.v1.t{run_id}", reports_enriched_topic=f"events.enriched.v1.t{run_id}",
         reports_anomalies_topic=f"anomalies.v1.t{run_id}", reports_topic=f"reports.v1.t{run_id}",
         reports_documents_topic=f"documents.v1.t{run_id}", reports_group=f"reports-t{run_id}",
         reports_llm_backend="openai", reports_llm_model="stub", reports_portal_url="http://portal.test",
         reports_max_regenerations=2)
+    yield settings
+    await delete_topics(settings, f".t{run_id}")
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 """The report definitions file: validation with clear messages, schedules, and the shipped file itself."""
 
-from datetime import datetime, timedelta, timezone
-
 import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
-
 from reports.config import Config, ReportDefinition, hash_password, load_config, verify_password
 from reports.settings import ReportsSettings
 
@@ -29,10 +27,10 @@ def test_bad_definitions_are_refused_with_the_reason(field, value, message):
 
 def test_the_due_period_ends_at_the_latest_fire_time():
     daily = ReportDefinition(name="d", title="D", cron="0 6 * * *", period="24h")
-    now = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
-    assert daily.last_fire(now) == datetime(2026, 11, 20, 6, tzinfo=timezone.utc)
-    assert daily.last_fire(datetime(2026, 11, 20, 6, tzinfo=timezone.utc)) == datetime(2026, 11, 20, 6,
-                                                                                        tzinfo=timezone.utc)
+    now = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    assert daily.last_fire(now) == datetime(2026, 11, 20, 6, tzinfo=UTC)
+    assert daily.last_fire(datetime(2026, 11, 20, 6, tzinfo=UTC)) == datetime(2026, 11, 20, 6,
+                                                                                        tzinfo=UTC)
     assert daily.length == timedelta(hours=24)
 
 

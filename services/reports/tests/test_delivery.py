@@ -6,7 +6,6 @@ from email import policy
 
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
-
 from reports.delivery import deliver
 
 
@@ -14,7 +13,7 @@ class Inbox:
     def __init__(self):
         self.messages = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append((envelope.rcpt_tos, email.message_from_bytes(envelope.content, policy=policy.default)))
         return "250 OK"
 

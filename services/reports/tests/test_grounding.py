@@ -1,12 +1,11 @@
 """The numeric grounding guardrail's matching rules (pure logic)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
-
 from reports.grounding import Guard, Source, numbers_in, parse_number, split_sentences
 
-PERIOD = (datetime(2026, 11, 19, 12, tzinfo=timezone.utc), datetime(2026, 11, 20, 12, tzinfo=timezone.utc))
+PERIOD = (datetime(2026, 11, 19, 12, tzinfo=UTC), datetime(2026, 11, 20, 12, tzinfo=UTC))
 
 
 @pytest.fixture

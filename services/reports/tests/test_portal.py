@@ -2,11 +2,11 @@
 figure, see its source rows, download the PDF; another tenant's user cannot see the report, even by URL."""
 
 import shutil
+from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import async_playwright
-
 from reports.portal import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -68,7 +68,7 @@ async def test_sign_in_open_a_report_and_drill_down_from_a_figure(generated, sto
         async with page.expect_download() as download:
             await page.get_by_role("link", name="Download PDF").click()
         path = await (await download.value).path()
-        assert open(path, "rb").read() == pdf
+        assert Path(path).read_bytes() == pdf
 
 
 async def test_another_tenants_user_cannot_see_the_report_even_by_url(generated, store, config, browser, h):

@@ -3,9 +3,8 @@
 import asyncio
 import time
 
-from prometheus_client import REGISTRY
-
 from platform_common.kafka import ANOMALIES, ENRICHED, RAW, Publisher, ensure_topics
+from prometheus_client import REGISTRY
 from reports.projector import projector
 from reports.store import Store
 

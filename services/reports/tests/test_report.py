@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from platform_common.testing import decode_avro, read_messages
+from reports.config import Recipients
 from reports.grounding import Guard, figure_sources, passage_sources
 from reports.scheduler import run_due
 
@@ -96,7 +96,7 @@ async def test_the_pdf_shows_the_charts_and_the_narrative(generated, tmp_path: P
 
 
 async def test_the_scheduler_makes_each_due_report_once(generator, config, h):
-    config.reports = [h.DEFINITION.model_copy(update={"recipients": {"email": [], "slack": False}})]
+    config.reports = [h.DEFINITION.model_copy(update={"recipients": Recipients()})]
     # an hour after the 12:00 fire time, the period ending at 12:00 is due, once
     [made] = await run_due(config, generator, now=h.PERIOD_END + timedelta(hours=1))
     assert await run_due(config, generator, now=h.PERIOD_END + timedelta(hours=2)) == []

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
 from enrich.models import get_model
 
 

@@ -38,8 +38,8 @@ PATTERNS: list[tuple[str, float, str]] = [
     ("DATE", 0.85, rf"\b(?:{_TIME})(?=\W|$)"),
     ("DATE", 0.75, r"\b(?:in|since|until|by|from|during)\s+(?P<year>(?:19|20)\d{2})\b"),
     ("PERSON", 0.85, r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sir|Dame)\.?\s+[A-Z][a-zA-Z'-]+(?:\s+[A-Z][a-zA-Z'-]+)?"),
-    ("ORG", 0.8, r"\b(?:[A-Z][A-Za-z0-9&'-]*\s+){0,3}[A-Z][A-Za-z0-9&'-]*,?\s+(?:Inc|Corp|Corporation|Ltd|LLC|GmbH|AG|"
-                 r"plc|SA|S\.A|NV|Holdings|Group|Bank|Labs|Technologies|Systems)\b\.?"),
+    ("ORG", 0.8, (r"\b(?:[A-Z][A-Za-z0-9&'-]*\s+){0,3}[A-Z][A-Za-z0-9&'-]*,?\s+(?:Inc|Corp|Corporation|Ltd|LLC|GmbH|AG|"
+                  r"plc|SA|S\.A|NV|Holdings|Group|Bank|Labs|Technologies|Systems)\b\.?")),
 ]
 _GAZETTEER_CONFIDENCE = {"ORG": 0.9, "PRODUCT": 0.85, "LOCATION": 0.85}
 _PERSON_CONFIDENCE = 0.8
