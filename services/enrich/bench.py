@@ -7,6 +7,7 @@ Run: .venv/bin/python services/enrich/bench.py   (prints one markdown section)
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from enrich.client import CircuitBreaker, LocalBackend, ModelClient, TritonBackend
 from enrich.testing import EnrichProcess, raw_event, running_mlserver
@@ -64,6 +66,31 @@ async def prepublish(topic: str, n: int) -> None:
         await publisher.stop()
 
 
+def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
+    """CPU seconds (user + system) of the service process and of its model worker processes."""
+    own = sum(proc.cpu_times()[:2])
+    return own, sum(sum(c.cpu_times()[:2]) for c in proc.children(recursive=True))
+
+
+def cpu_per_event(workdir: Path, n: int = 10_000) -> tuple[float, float]:
+    """CPU milliseconds per enriched event (service process, model workers) with the local backend, a figure the
+    other loads of a shared machine do not change: the service idles on an empty topic, then consumes n events."""
+    service = EnrichProcess(f"bench{uuid.uuid4().hex[:8]}", workdir)
+    asyncio.run(prepublish(service.input, 0))
+    service.start()
+    try:
+        proc = psutil.Process(service.proc.pid)
+        time.sleep(1)
+        before = cpu_seconds(proc)
+        asyncio.run(prepublish(service.input, n))
+        count, _ = count_output(service.output, n, timeout=150)
+        after = cpu_seconds(proc)
+    finally:
+        service.stop()
+        service.cleanup()
+    return tuple((a - b) * 1000 / count for a, b in zip(after, before))
+
+
 def stream_throughput(backend: str, workdir: Path, triton_url: str | None) -> tuple[int, int, float]:
     env = {"ENRICH_BACKEND": backend, **({"ENRICH_TRITON_URL": triton_url} if triton_url else {})}
     service = EnrichProcess(f"bench{uuid.uuid4().hex[:8]}", workdir, **env)
@@ -74,6 +101,7 @@ def stream_throughput(backend: str, workdir: Path, triton_url: str | None) -> tu
         count, seconds = count_output(service.output, n, timeout=150)
     finally:
         service.stop()
+        service.cleanup()
     return n, count, count / seconds if seconds else float("nan")
 
 
@@ -111,6 +139,8 @@ def main() -> None:
                 url = triton_url if backend == "triton" else None
                 n, count, rate = stream_throughput(backend, tmp, url)
                 rows.append(f"| {backend} | {n} | {count} | {rate:,.0f} |")
+                if backend == "local":
+                    main_ms, workers_ms = cpu_per_event(tmp)
                 for (task, size), samples in asyncio.run(model_latency(backend, url)).items():
                     latency.append(f"| {backend} | {task} | {size} | {pct(samples, 50):.2f} | {pct(samples, 95):.2f} "
                                    f"| {pct(samples, 99):.2f} |")
@@ -119,6 +149,10 @@ def main() -> None:
           "worker; rate between the first and the last enriched record). Target: >= 2,000/s with `local`.\n")
     print("| backend | raw events | enriched | events/s |\n|---|---|---|---|")
     print("\n".join(rows))
+    print(f"\nCPU per enriched event with `local` (independent of the machine's other load): {main_ms:.2f} ms in the "
+          f"service process + {workers_ms:.2f} ms in its model worker processes; even if none of it overlapped, an "
+          f"otherwise idle machine would enrich about {1000 / (main_ms + workers_ms):,.0f} events/s "
+          f"(load average during this run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores).")
     print("\nModel request latency (ms) through the client (micro-batcher, timeout, breaker):\n")
     print("| backend | model | texts/request | p50 | p95 | p99 |\n|---|---|---|---|---|---|")
     print("\n".join(latency))

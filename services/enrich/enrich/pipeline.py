@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from platform_common.kafka import ENRICHED, RAW, Publisher, dlq
-from platform_common.tracing import inject_headers, process_span
+from platform_common.tracing import inject_headers, process_span, publish_span
 
 from .client import ModelClient, ModelFailed, ModelRef, ModelUnavailable, model_client
 from .metrics import EVENTS, STREAM_BATCH
@@ -165,11 +165,14 @@ class Enricher:
         record, topic = job.record, self.settings.enrich_output_topic
         key = record.key.decode() if record.key is not None else job.event["stream_id"]
         value = {**job.event, **enrichment, "enrichment_status": job.status, "enriched_at": int(time.time() * 1000)}
-        # one CONSUMER span per record, parent of the output's trace context (a PRODUCER span each costs ~10%)
+        # CONSUMER span of the input, PRODUCER span of the output (messaging semantic conventions); the send span
+        # covers the hand-over to the producer, the ack is awaited for the whole batch
         with process_span(record.topic, self.group, record.headers, record.partition, record.offset) as span:
             span.set_attribute("enrich.status", job.status)
             payload = await self.publisher.serde.encode(topic, value, schema_of=ENRICHED)
-            future = await self.publisher.producer.send(topic, payload, key=key.encode(), headers=inject_headers())
+            with publish_span(topic, key):
+                future = await self.publisher.producer.send(topic, payload, key=key.encode(),
+                                                            headers=inject_headers())
         EVENTS.labels("enriched" if job.texts else "passed_through").inc()
         return future
 

@@ -23,6 +23,7 @@ def enrich_process(tmp_path, run_id):
     yield make
     for p in made:
         p.stop()
+        p.cleanup()
 
 
 @pytest.fixture

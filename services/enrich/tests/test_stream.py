@@ -19,6 +19,7 @@ def service(tmp_path_factory):
     proc.start()
     yield proc
     proc.stop()
+    proc.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import asyncio
 import contextlib
 import signal
 
-from platform_common.ops import serve
+import uvicorn
+
 from platform_common.service import init_service
 
 from .api import create_app
@@ -21,13 +22,17 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(service.run()), asyncio.create_task(serve(create_app(service), settings.rag_port))]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="0.0.0.0", port=settings.rag_port,
+                                          log_config=None, access_log=False))
+    server.install_signal_handlers = lambda: None  # the signals are ours: stop consumers and server together
+    consumers, http = asyncio.create_task(service.run()), asyncio.create_task(server.serve())
     stopped = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        task.cancel()
+    done, _ = await asyncio.wait([consumers, http, stopped], return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True  # lets in-flight requests finish
+    consumers.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(*tasks)
+        await consumers
+    await http
     await service.stop()
     for task in done - {stopped}:
         task.result()  # a crashed consumer or server exits non-zero

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
 
 from rag.chunking import ChunkingConfig
@@ -31,11 +32,22 @@ def retrieval_set() -> dict:
 
 
 @pytest.fixture
-def rag_settings(run_id: str) -> RagSettings:
-    return RagSettings(service_name="rag-tests", rag_db_schema=f"rag_test_{run_id}",
-                       rag_documents_topic=f"documents.v1.t{run_id}", rag_enriched_topic=f"events.enriched.v1.t{run_id}",
-                       rag_contextualized_topic=f"events.contextualized.v1.t{run_id}", rag_group=f"rag-t{run_id}",
-                       kafka_partitions=1)
+async def rag_settings(run_id: str):
+    settings = RagSettings(service_name="rag-tests", rag_db_schema=f"rag_test_{run_id}",
+                           rag_documents_topic=f"documents.v1.t{run_id}",
+                           rag_enriched_topic=f"events.enriched.v1.t{run_id}",
+                           rag_contextualized_topic=f"events.contextualized.v1.t{run_id}", rag_group=f"rag-t{run_id}",
+                           kafka_partitions=1)
+    yield settings
+    # the test's topics (and DLQs) go, so the shared broker does not fill up with them
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if run_id in t]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

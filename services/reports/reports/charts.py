@@ -58,7 +58,8 @@ def build_charts(series: list[dict], anomalies: list[dict], kpis: list[dict]) ->
     flagged = {(a["stream"], a["metric"]) for a in anomalies}
     keys = sorted(by_key, key=lambda k: (k not in flagged, k))[:MAX_SERIES_CHARTS]
     charts = [{"id": f"c{i}", "stream": s, "metric": m,
-               "spec": series_chart(s, m, by_key[(s, m)], [a for a in anomalies if (a["stream"], a["metric"]) == (s, m)])}
+               "spec": series_chart(s, m, by_key[(s, m)],
+                                    [a for a in anomalies if (a["stream"], a["metric"]) == (s, m)])}
               for i, (s, m) in enumerate(keys, 1)]
     sources = [f for f in kpis if f["kind"] == "events_by_source"]
     if sources:

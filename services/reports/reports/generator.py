@@ -7,7 +7,7 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 
 from platform_common.kafka import DOCUMENTS, Publisher
 from platform_common.llm import LLM
@@ -45,6 +45,10 @@ def segments(sentence: dict) -> list[dict]:
             parts += [{"text": sentence["text"][at:m.start()]}, {"text": m.group(), "ref": ref}]
             at = m.end()
     return [p for p in parts + [{"text": sentence["text"][at:]}] if p["text"]]
+
+
+def millis(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 class ReportGenerator:
@@ -111,7 +115,6 @@ class ReportGenerator:
 
     async def publish(self, report: dict, sha: str) -> None:
         lineage = report["lineage"]
-        millis = lambda iso: int(datetime.fromisoformat(iso).timestamp() * 1000)
         await self.publisher.publish(self.settings.reports_topic, report["definition"], {
             "report_id": report["report_id"], "definition": report["definition"], "tenant": report["tenant"],
             "period_start": millis(report["period_start"]), "period_end": millis(report["period_end"]),

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import socket
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -207,6 +207,7 @@ async def generated(generator):
 @pytest.fixture
 def h() -> SimpleNamespace:
     """The helpers above, for test modules (with --import-mode=importlib they cannot import conftest)."""
-    return SimpleNamespace(serving=serving, free_port=free_port, rag_app=rag_app, chat_app=chat_app, event=event, anomaly=anomaly,
+    return SimpleNamespace(serving=serving, free_port=free_port, rag_app=rag_app, chat_app=chat_app, event=event,
+                           anomaly=anomaly,
                            period_events=period_events, DEFINITION=DEFINITION, PASSAGES=PASSAGES,
                            PERIOD_END=PERIOD_END, SPIKE=SPIKE, SPIKE_AT=SPIKE_AT, REWRITE=REWRITE)

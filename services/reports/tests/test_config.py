@@ -1,7 +1,7 @@
 """The report definitions file: validation with clear messages, schedules, and the shipped file itself."""
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError

@@ -1,6 +1,6 @@
 """The numeric grounding guardrail's matching rules (pure logic)."""
 
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from reports.grounding import Guard, Source, numbers_in, parse_number, split_sentences
