@@ -51,6 +51,8 @@ def test_a_spike_becomes_one_pagerduty_trigger_in_one_trace(start_platform, run_
     chain = [s for s in spans if s["context"]["trace_id"] == trace_id]
     services = {service_of(s) for s in chain}
     assert set(SERVICES) <= services, f"the trace misses {set(SERVICES) - services}"
+    names = {s["name"] for s in chain}
+    assert {"POST /webhooks/{source}", "deliver oncall-pagerduty"} <= names, names
     by_id = {s["context"]["span_id"]: s for s in chain}
     roots = [s for s in chain if not s.get("parent_id")]
     assert len(roots) == 1 and service_of(roots[0]) == "ingest-webhook"

