@@ -49,8 +49,10 @@ def ops_app(title: str, checks: dict[str, Check]) -> FastAPI:
 
 
 async def serve(app: FastAPI, port: int, host: str = "0.0.0.0") -> None:
-    """Runs `app` with uvicorn on the current event loop (for services whose main loop is not HTTP)."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    """Runs `app` with uvicorn on the current event loop (for services whose main loop is not HTTP). The service
+    wires the app before, so no lifespan events: a cancelled lifespan would only log a traceback at shutdown."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                           lifespan="off"))
     server.install_signal_handlers = lambda: None  # the service owns signals, not the ops endpoint
     await server.serve()
 
