@@ -239,9 +239,7 @@ class MetricDetector:
         if st.excursion_start is None:
             if st.cooldown_left > 0:
                 st.cooldown_left -= 1
-            # a new model's scores need calibrating before they may raise anything
-            calibrated = len(self.scores) >= cfg.calibrate_every
-            if st.seen > cfg.warmup and calibrated and score > threshold and st.cooldown_left == 0:
+            if st.seen > cfg.warmup and score > threshold and st.cooldown_left == 0:
                 st.excursion_start, st.excursion_peak, st.below = timestamp, score, 0
                 scored.decision = Decision("trigger", timestamp, value, score, threshold,
                                            self._severity(score, threshold), window_start, timestamp,

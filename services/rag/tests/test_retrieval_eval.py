@@ -4,6 +4,8 @@ need two passages), indexed among 400 unlabelled background passages of the same
 
 import random
 
+from rag.chunking import ChunkingConfig
+from rag.ingest import Indexer
 from rag.retrieval import Retriever
 
 MODES = ("hybrid", "dense", "keyword")
@@ -26,8 +28,9 @@ def background(count: int) -> list[dict]:
              "content": " ".join(sentence() for _ in range(3))} for i in range(count)]
 
 
-async def test_hybrid_recall_at_5_beats_dense_only_and_keyword_only(indexer, store, embedder, retrieval_set,
-                                                                     capsys):
+async def test_hybrid_recall_at_5_beats_dense_only_and_keyword_only(store, embedder, retrieval_set, capsys):
+    indexer = Indexer(store, embedder, ChunkingConfig())  # the service's chunking
+    await indexer.open()
     for doc in retrieval_set["documents"] + background(400):
         await indexer.apply(doc)
     retriever = Retriever(store, embedder, indexer)
