@@ -81,12 +81,20 @@ async def send_all(client: httpx.AsyncClient, signer: Signer, payloads: list[dic
     return accepted
 
 
-def nab_payloads(series: str) -> list[dict]:
+def nab_payloads(series: str, before: int = 1500, after: int = 60) -> list[dict]:
+    """The points around the series' first labelled anomaly, shifted so that the last one happens now: a replay
+    of the incident as if live, with enough history before it for the detector's warm-up."""
     stream = "nab/" + Path(series).stem
     with open(NAB / series) as f:
         rows = list(csv.DictReader(f))
+    labels = json.loads((NAB.parent / "labels.json").read_text())[series]
+    start = labels[0][0][:19]
+    first = next(i for i, r in enumerate(rows) if r["timestamp"] >= start)
+    rows = rows[max(0, first - before):first + after]
+    parse = lambda r: datetime.fromisoformat(r["timestamp"]).replace(tzinfo=timezone.utc)  # noqa: E731
+    shift = datetime.now(timezone.utc) - parse(rows[-1])
     return [{"id": f"{stream}/{r['timestamp']}", "stream": stream, "type": "metric.reading",
-             "occurred_at": r["timestamp"].replace(" ", "T") + "Z", "metrics": {"value": float(r["value"])},
+             "occurred_at": int((parse(r) + shift).timestamp() * 1000), "metrics": {"value": float(r["value"])},
              "attributes": {"dataset": "nab"}} for r in rows]
 
 
@@ -130,12 +138,16 @@ async def main() -> int:
 
             async def contextualized() -> bool:
                 answer = await client.get("http://localhost:8003/metrics")
-                return any(line.startswith("rag_contextualized_events_total") and not line.endswith(" 0.0")
+                return any(line.startswith("rag_grounding_total{") and not line.endswith(" 0.0")
                            for line in answer.text.splitlines())
 
             async def reported() -> bool:
-                return bool((await client.post("http://localhost:8004/api/reports/run",
-                                               json={"definition": "ops-daily"})).is_success)
+                # the demo user of reports.yaml; a report of the last 24 hours, made now rather than at 06:00
+                await client.post("http://localhost:8004/login", data={"username": "demo", "password": "demo-default"})
+                answer = await client.post("http://localhost:8004/api/definitions/daily-operations/run", timeout=300)
+                if answer.is_success:
+                    print(f"demo: report {answer.json()['portal_url']} (sign in as demo / demo-default)")
+                return answer.is_success
 
             results = await asyncio.gather(wait_for("an alert reached PagerDuty", alerted),
                                            wait_for("a contextualized event was published", contextualized),
