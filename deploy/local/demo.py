@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -162,4 +163,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the receivers
     sys.exit(asyncio.run(main()))

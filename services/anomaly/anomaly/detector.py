@@ -9,7 +9,9 @@ Scoring. Every point gets an anomaly score in "robust z" units (how many scaled 
   point, standardised by the median and MAD of the model's validation errors.
 
 Threshold. Calibrated dynamically: every `calibrate_every` points it becomes `threshold_margin` times the
-`threshold_quantile` of the last `threshold_history` scores seen outside excursions, never below `threshold_floor`.
+`threshold_quantile` of the last `threshold_history` scores that stayed below it outside excursions (so anomalies,
+suppressed ones included, never raise the bar), never below `threshold_floor`. Right after a model is installed the
+history restarts with the new model's scores.
 
 Suppression. A trigger when the score crosses the threshold (one per excursion), a resolve once the score has
 stayed below `resolve_ratio * threshold` for `resolve_after` points, then `cooldown` points without a new trigger.
@@ -41,9 +43,9 @@ class DetectorConfig:
     warmup: int = 200
     fallback_window: int = 200
     fallback_short: int = 5
-    threshold_quantile: float = 0.995
+    threshold_quantile: float = 0.999
     threshold_margin: float = 1.5
-    threshold_floor: float = 6.0
+    threshold_floor: float = 3.0
     threshold_history: int = 2000
     calibrate_every: int = 50
     resolve_ratio: float = 0.7

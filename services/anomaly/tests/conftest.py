@@ -149,6 +149,23 @@ class Harness:
     def alerts(self, stream_id: str) -> list[dict]:
         return alerts(self.settings, stream_id)
 
+    def models(self, stream_id: str, timeout: float = 60) -> list[dict]:
+        """The stream's stored model versions, once there is at least one (training runs in the background)."""
+        async def fetch() -> list[dict]:
+            conn = await asyncpg.connect(self.settings.database_url)
+            try:
+                deadline = time.monotonic() + timeout
+                while True:
+                    rows = await conn.fetch(f"select version, reason, hyperparameters, validation_error, train_start, "
+                                            f"train_end from {self.settings.anomaly_db_schema}.models "
+                                            f"where stream_id=$1", stream_id)
+                    if rows or time.monotonic() > deadline:
+                        return [dict(r) for r in rows]
+                    await asyncio.sleep(1)
+            finally:
+                await conn.close()
+        return asyncio.run(fetch())
+
     def post_raw(self, stream_id: str, payload: bytes) -> None:
         async def send() -> None:
             publisher = Publisher(self.settings)

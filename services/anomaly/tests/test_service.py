@@ -45,3 +45,6 @@ def test_restart_mid_stream_neither_loses_nor_repeats_an_alert(service, harness)
     found = harness.alerts("restarted")
     assert [a["action"] for a in found] == ["trigger", "resolve"], found
     assert len({a["alert_id"] for a in found}) == 2
+    # the stream's model versions are stored with their metadata
+    [model, *_] = harness.models("restarted")
+    assert model["reason"] == "warmup" and model["validation_error"] >= 0 and model["train_start"] < model["train_end"]
