@@ -87,7 +87,8 @@ def run_file(source: Path, target: Path, name: str, config: DetectorConfig, fall
 def run(source: Path, out: Path, config: DetectorConfig = DetectorConfig(), fallback_only: bool = False,
         workers: int = 1) -> list[FileResult]:
     if source.is_dir():
-        jobs = [(p, out / p.relative_to(source), p.relative_to(source).as_posix()) for p in sorted(source.rglob("*.csv"))]
+        jobs = [(p, out / p.relative_to(source), p.relative_to(source).as_posix())
+                for p in sorted(source.rglob("*.csv"))]
     else:
         jobs = [(source, out / source.name, source.name)]
     if workers <= 1:

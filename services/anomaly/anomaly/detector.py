@@ -11,7 +11,7 @@ Scoring. Every point gets an anomaly score in "robust z" units (how many scaled 
 Threshold. Calibrated dynamically: every `calibrate_every` points it becomes `threshold_margin` times the
 `threshold_quantile` of the last `threshold_history` scores that stayed below it outside excursions (so anomalies,
 suppressed ones included, never raise the bar), never below `threshold_floor`. Right after a model is installed the
-history restarts with the new model's scores.
+history restarts with the new model's scores on its validation windows.
 
 Suppression. A trigger when the score crosses the threshold (one per excursion), a resolve once the score has
 stayed below `resolve_ratio * threshold` for `resolve_after` points, then `cooldown` points without a new trigger.
@@ -61,6 +61,7 @@ class Model(Protocol):
     version: str
     error_median: float
     error_mad: float
+    calibration: list[float]  # scores of the validation windows
 
     def errors(self, windows: np.ndarray) -> np.ndarray:
         """Reconstruction error of each row of `windows` (shape n x window)."""
@@ -102,6 +103,7 @@ class _State:
     below: int = 0
     cooldown_left: int = 0
     drift_flag: bool = False
+    settle_left: int = 0  # points after a model install during which nothing is raised
 
 
 class MetricDetector:
@@ -142,8 +144,12 @@ class MetricDetector:
         self.state.since_training = 0
         self.state.drift_flag = False
         self.recent_errors.clear()
+        # the threshold is recalibrated at once on the new model's validation scores, not the old scorer's
         self.scores.clear()
-        self.state.since_calibration = self.config.calibrate_every  # recalibrate as soon as there is history
+        self.scores.extend(getattr(model, "calibration", ()))
+        self._calibrate()
+        # its validation set is small: a window's worth of live scores settles the threshold before it may alert
+        self.state.settle_left = self.config.window
 
     # --- scoring -------------------------------------------------------------------------------------------
 
@@ -241,7 +247,11 @@ class MetricDetector:
         if st.excursion_start is None:
             if st.cooldown_left > 0:
                 st.cooldown_left -= 1
-            if st.seen > cfg.warmup and score > threshold and st.cooldown_left == 0:
+            if st.settle_left > 0:
+                # every live score calibrates while settling
+                st.settle_left -= 1
+                self.scores.append(score)
+            elif st.seen > cfg.warmup and score > threshold and st.cooldown_left == 0:
                 st.excursion_start, st.excursion_peak, st.below = timestamp, score, 0
                 scored.decision = Decision("trigger", timestamp, value, score, threshold,
                                            self._severity(score, threshold), window_start, timestamp,

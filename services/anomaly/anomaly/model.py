@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .detector import DetectorConfig
+from .detector import MAD_SCALE, DetectorConfig
 
 HIDDEN = 16
-EPOCHS = 8
+EPOCHS = 30
 BATCH = 64
 STRIDE = 2
 LEARNING_RATE = 0.01
@@ -47,6 +47,7 @@ class TrainedModel:
     error_median: float
     error_mad: float
     metadata: dict = field(default_factory=dict)
+    calibration: list[float] = field(default_factory=list)
 
     def errors(self, windows: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(((windows - self.center) / self.scale).astype(np.float32)).unsqueeze(-1)
@@ -96,9 +97,12 @@ def train(values: np.ndarray, config: DetectorConfig, version: str) -> TrainedMo
             optimiser.step()
     net.eval()
     model = TrainedModel(version, net, center, scale, 0.0, 0.0)
-    errors = model.errors(windows[split:] * scale + center) if len(held) else model.errors(windows[-1:] * scale + center)
+    # the held-out windows (the last one if there are too few), back in the stream's units
+    errors = model.errors((windows[split:] if len(held) else windows[-1:]) * scale + center)
     model.error_median = float(np.median(errors))
     model.error_mad = float(np.median(np.abs(errors - model.error_median))) or model.error_median or 1e-6
+    # the validation windows' scores calibrate the detector's threshold as soon as the model is installed
+    model.calibration = [max(0.0, (float(e) - model.error_median) / (model.error_mad * MAD_SCALE)) for e in errors]
     model.metadata = {"hidden": HIDDEN, "epochs": EPOCHS, "window": config.window, "stride": STRIDE,
                       "learning_rate": LEARNING_RATE, "train_points": int(len(values)),
                       "validation_error": float(np.mean(errors)), "train_seconds": time.perf_counter() - began}
@@ -109,4 +113,5 @@ def train_serialized(values: np.ndarray, config: DetectorConfig, version: str) -
     """`train` for a worker process: returns what `TrainedModel.from_bytes` rebuilds the model from."""
     model = train(values, config, version)
     return {"blob": model.to_bytes(), "version": version, "center": model.center, "scale": model.scale,
-            "error_median": model.error_median, "error_mad": model.error_mad, "metadata": model.metadata}
+            "error_median": model.error_median, "error_mad": model.error_mad, "metadata": model.metadata,
+            "calibration": model.calibration}

@@ -122,7 +122,8 @@ def read_results(results_dir: Path, labels: dict[str, list]) -> dict[str, tuple[
             raise FileNotFoundError(f"no backtest output for {name} in {results_dir}")
         with path.open() as f:
             rows = list(csv.DictReader(f))
-        files[name] = ([parse_time(r["timestamp"]) for r in rows], [r["is_anomaly"] in ("1", "True", "true") for r in rows])
+        files[name] = ([parse_time(r["timestamp"]) for r in rows],
+                       [r["is_anomaly"] in ("1", "True", "true") for r in rows])
     return files
 
 

@@ -237,6 +237,7 @@ class AnomalyService:
             return None
         model = TrainedModel.from_bytes(result["blob"], result["version"], result["center"], result["scale"],
                                         result["error_median"], result["error_mad"], result["metadata"])
+        model.calibration = result["calibration"]
         await self.store.save_model(stream_id, metric, model, span, reason)
         TRAININGS.labels(reason, "ok").inc()
         TRAIN_SECONDS.observe(model.metadata["train_seconds"])

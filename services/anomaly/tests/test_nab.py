@@ -1,6 +1,5 @@
 """NAB standard-profile scoring on cases computed by hand from NAB's rules."""
 
-import json
 import math
 
 import pytest
@@ -66,7 +65,8 @@ def test_corpus_is_normalised_between_null_and_perfect(tmp_path):
     stamps = [f"2020-01-01 00:{i // 60:02d}:{i % 60:02d}" for i in T]
     labels = {"a.csv": [[stamps[40], stamps[49]]], "b.csv": []}
     for name, rows in {"a.csv": (40,), "b.csv": (30,)}.items():
-        lines = ["timestamp,value,anomaly_score,is_anomaly"] + [f"{s},0,0,{int(i in rows)}" for i, s in enumerate(stamps)]
+        lines = ["timestamp,value,anomaly_score,is_anomaly"]
+        lines += [f"{s},0,0,{int(i in rows)}" for i, s in enumerate(stamps)]
         (tmp_path / name).write_text("\n".join(lines))
     result = nab.score_corpus(nab.read_results(tmp_path, labels), labels)
     assert result.null == -1.0 and result.perfect == pytest.approx(1.0)
