@@ -37,7 +37,7 @@ import psutil
 import uvloop
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from platform_common.testing import drop_topics
 
 from ingest_webhook.settings import IngestSettings
 from platform_common.avro import AvroSerde
@@ -248,15 +248,7 @@ def main() -> None:
     finally:
         service.terminate()
         service.wait(timeout=30)
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-        for t in (topic, base_topic):
-            for future in admin.delete_topics([t, t + ".dlq"]).values():
-                try:
-                    future.result(timeout=20)
-                except Exception:
-                    pass
-            httpx.delete(f"{settings.schema_registry_url}/subjects/{t}-value")
-            httpx.delete(f"{settings.schema_registry_url}/subjects/{t}-value?permanent=true")
+        drop_topics(settings, [topic, base_topic])
 
     ok = statuses.get(202, 0)
     print(f"## ingest-webhook\n\nMeasured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} "

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 from notify import slack
 from notify.dev_receivers import DevReceivers
 from notify.settings import NotifySettings
-from platform_common.kafka import ANOMALIES, Publisher, dlq, ensure_topics
+from platform_common.kafka import ANOMALIES, Publisher, ensure_topics
+from platform_common.testing import drop_topics
 
 ALERTS = int(os.environ.get("NOTIFY_BENCH_ALERTS", "500"))
 PACED, PACED_RATE = 100, 5.0
@@ -169,17 +169,7 @@ async def cleanup(settings: NotifySettings) -> None:
     conn = await asyncpg.connect(settings.database_url)
     await conn.execute(f"drop schema if exists {settings.notify_db_schema} cascade")
     await conn.close()
-    topics = [*settings.notify_topics, *map(dlq, settings.notify_topics), settings.notify_notifications_topic,
-              dlq(settings.notify_notifications_topic)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_topics(topics)
-    finally:
-        await admin.close()
-    async with httpx.AsyncClient(base_url=settings.schema_registry_url) as registry:
-        for topic in topics:
-            await registry.delete(f"/subjects/{topic}-value")
+    drop_topics(settings, [*settings.notify_topics, settings.notify_notifications_topic])
 
 
 if __name__ == "__main__":

@@ -35,3 +35,21 @@ def decode_avro(settings: CommonSettings, msg: Message) -> dict:
     """Decodes a value with confluent-kafka's AvroDeserializer against the registry."""
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
     return deserializer(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+
+
+def drop_topics(settings: CommonSettings, topics: list[str], with_dlqs: bool = True) -> None:
+    """Deletes a test's topics (and their DLQs) and their registry subjects: the stack is shared."""
+    from confluent_kafka.admin import AdminClient
+    import httpx
+
+    names = [*topics, *(f"{t}.dlq" for t in topics if with_dlqs and not t.endswith(".dlq"))]
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})  # alive until the futures end
+    for future in admin.delete_topics(names, operation_timeout=10).values():
+        try:
+            future.result(timeout=20)
+        except Exception:  # a topic the test never created
+            pass
+    for name in names:
+        for permanent in ("false", "true"):  # a soft delete first, as the registry requires
+            httpx.delete(f"{settings.schema_registry_url}/subjects/{name}-value", params={"permanent": permanent},
+                         timeout=5)

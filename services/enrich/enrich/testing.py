@@ -78,20 +78,9 @@ class EnrichProcess:
 
     def cleanup(self) -> None:
         """Deletes the run's topics and their schema subjects (the stack is shared)."""
-        from confluent_kafka.admin import AdminClient
+        from platform_common.testing import drop_topics
 
-        settings = CommonSettings()
-        topics = [self.input, self.output, f"{self.input}.dlq", f"{self.output}.dlq"]
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})  # alive until the futures end
-        for future in admin.delete_topics(topics, operation_timeout=10).values():
-            try:
-                future.result()
-            except Exception:  # noqa: BLE001  a topic the run never created
-                pass
-        for topic in topics:
-            for permanent in ("false", "true"):  # soft delete first, as the registry requires
-                httpx.delete(f"{settings.schema_registry_url}/subjects/{topic}-value",
-                             params={"permanent": permanent}, timeout=5)
+        drop_topics(CommonSettings(), [self.input, self.output])
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from confluent_kafka.admin import AdminClient
+from platform_common.testing import drop_topics
 from standardwebhooks import Webhook
 
 from ingest_webhook.app import create_app
@@ -103,14 +103,7 @@ class Server:
 
 def drop_topic(settings: IngestSettings) -> None:
     """Removes a test topic, its DLQ and its registry subject."""
-    topics = [settings.ingest_topic, settings.ingest_topic + ".dlq"]
-    for future in AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).delete_topics(topics).values():
-        try:
-            future.result(timeout=20)
-        except Exception:
-            pass
-    for suffix in ("", "?permanent=true"):
-        httpx.delete(f"{settings.schema_registry_url}/subjects/{settings.ingest_topic}-value{suffix}")
+    drop_topics(settings, [settings.ingest_topic])
 
 
 @pytest.fixture(scope="module")

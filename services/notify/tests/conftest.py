@@ -10,12 +10,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from notify.app import Notify
 from notify.dev_receivers import DevReceivers
 from notify.routing import RoutingConfig
 from notify.settings import NotifySettings
-from platform_common.kafka import ANOMALIES, Publisher, dlq, ensure_topics
+from platform_common.kafka import ANOMALIES, Publisher, ensure_topics
+from platform_common.testing import drop_topics
 
 PD_KEY = "R0UTINGKEY0123456789abcdef012345"  # PagerDuty integration keys are 32 characters
 
@@ -106,17 +106,7 @@ async def notify_settings(run_id, receivers, tmp_path: Path):
     conn = await asyncpg.connect(settings.database_url)
     await conn.execute(f"drop schema if exists {settings.notify_db_schema} cascade")
     await conn.close()
-    topics = [*settings.notify_topics, *map(dlq, settings.notify_topics), settings.notify_notifications_topic,
-              dlq(settings.notify_notifications_topic)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_topics(topics)
-    finally:
-        await admin.close()
-    async with httpx.AsyncClient(base_url=settings.schema_registry_url) as registry:
-        for topic in topics:
-            await registry.delete(f"/subjects/{topic}-value")
+    drop_topics(settings, [*settings.notify_topics, settings.notify_notifications_topic])
 
 
 @pytest.fixture

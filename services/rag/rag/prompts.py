@@ -1,35 +1,13 @@
-"""Prompts are files under version control (`prompts/<name>.v<N>.txt`); an output names the prompt by file name and
-content hash, so an edited file is a new prompt version even if its name was not bumped."""
+"""rag's prompts: versioned files in `prompts/` (see platform_common.prompts)."""
 
-from __future__ import annotations
-
-import hashlib
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
-from platform_common.llm import Message
+from platform_common.prompts import Prompt, load_prompt as _load_prompt
 
 PROMPT_DIR = Path(__file__).with_name("prompts")
 
-
-@dataclass(frozen=True)
-class Prompt:
-    name: str
-    system: str
-    user: str
-    version: str
-
-    def render(self, **values: str) -> list[Message]:
-        return [Message("system", self.system), Message("user", self.user.format(**values))]
+__all__ = ["Prompt", "load_prompt"]
 
 
-@cache
 def load_prompt(name: str) -> Prompt:
-    path = PROMPT_DIR / f"{name}.txt"
-    text = path.read_text()
-    _, _, rest = text.partition("### system\n")
-    system, _, user = rest.partition("### user\n")
-    if not system.strip() or not user.strip():
-        raise ValueError(f"{path} needs a '### system' and a '### user' section")
-    return Prompt(name, system.strip(), user.strip(), f"{name}@{hashlib.sha256(text.encode()).hexdigest()[:10]}")
+    return _load_prompt(PROMPT_DIR, name)
