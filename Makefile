@@ -10,7 +10,7 @@ APT_PACKAGES := $(sort $(shell sed -e 's/\#.*//' services/*/apt-packages.txt dep
 NPM_DIRS := $(patsubst %/package.json,%,$(wildcard services/*/package.json))
 PYTEST_ARGS ?=
 
-.PHONY: install up down clean status run demo test bench chaos replay
+.PHONY: install up down clean status run demo test bench chaos replay backtest
 
 install: $(VENV)/.installed .cache/stack/.fetched $(addsuffix /node_modules/.installed,$(NPM_DIRS))
 
@@ -51,7 +51,7 @@ run: up
 	@$(PY) deploy/local/run.py
 
 demo: install
-	@$(PY) deploy/local/demo.py
+	@$(PY) deploy/local/demo.py $(DEMO_ARGS)
 
 # Starts the stack if it is not running, runs every test folder, and stops the stack again if it started it.
 test: install
@@ -61,10 +61,16 @@ test: install
 	if [ $$started = 1 ]; then $(STACK) down || rc=1; fi; exit $$rc
 
 bench: up
-	@$(PY) deploy/local/bench.py
+	@$(PY) deploy/local/bench.py $(BENCH)
 
 chaos: up
-	@$(PY) -m pytest tests/reliability -m chaos $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/reliability --chaos $(PYTEST_ARGS)
 
 replay: up
 	@$(PY) -m reports.replay $(REPLAY_ARGS)
+
+# The anomaly detector over CSV files (timestamp,value), as it runs in the stream; needs no running stack.
+# IN: a CSV file or a folder (walked recursively); OUT: the output folder; BACKTEST_ARGS: e.g. --labels labels.json
+backtest: install
+	@test -n "$(IN)" -a -n "$(OUT)" || { echo "backtest: usage: make backtest IN=<csv file or folder> OUT=<folder>"; exit 2; }
+	@$(PY) -m anomaly.backtest "$(IN)" "$(OUT)" $(BACKTEST_ARGS)

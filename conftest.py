@@ -7,6 +7,10 @@ import pytest
 from platform_common.settings import CommonSettings
 
 
+def pytest_addoption(parser):
+    parser.addoption("--chaos", action="store_true", help="also run the long reliability tests (`make chaos`)")
+
+
 @pytest.fixture
 def settings() -> CommonSettings:
     return CommonSettings(service_name="tests")

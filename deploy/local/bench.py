@@ -1,4 +1,5 @@
-"""`make bench`: runs every service's bench.py against the running stack and writes BENCHMARKS.md.
+"""`make bench`: runs every service's bench.py, then the whole pipeline's, against the running stack and writes
+BENCHMARKS.md (`make bench BENCH="enrich pipeline"` runs only those; the other sections are kept).
 
 Each bench prints one markdown section with its figures, its baseline measured in the same run and its command.
 """
@@ -11,7 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ["ingest-webhook", "enrich", "anomaly", "notify", "rag", "reports"]
+BENCHES = {**{name: ROOT / "services" / name / "bench.py"
+              for name in ("ingest-webhook", "enrich", "anomaly", "notify", "rag", "reports")},
+           "pipeline": ROOT / "deploy" / "local" / "bench_pipeline.py"}
 
 
 def machine() -> str:
@@ -19,12 +22,21 @@ def machine() -> str:
     return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
+def previous_sections(path: Path) -> dict[str, str]:
+    """The sections of the last BENCHMARKS.md by bench name, kept when only some benches run."""
+    if not path.exists():
+        return {}
+    parts = path.read_text().split("\n## ")[1:]
+    return {part.split("\n", 1)[0].strip(): "## " + part.rstrip() + "\n" for part in parts}
+
+
 def main() -> int:
     only = sys.argv[1:]
+    previous = previous_sections(ROOT / "BENCHMARKS.md")
     sections, failed = [], []
-    for name in ORDER:
-        script = ROOT / "services" / name / "bench.py"
-        if not script.exists() or (only and name not in only):
+    for name, script in BENCHES.items():
+        if only and name not in only:
+            sections.append(previous.get(name, ""))
             continue
         print(f"bench: {name} ...", flush=True)
         started = time.monotonic()
@@ -39,8 +51,9 @@ def main() -> int:
         print(f"bench: {name} done in {time.monotonic() - started:.0f}s", flush=True)
     header = (f"# Benchmarks\n\nWritten by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"{machine()}, against the local stack of `make up`. Each section names the command that produced it; "
-              "baselines are measured in the same run, since this machine is shared and noisy.\n\n")
-    (ROOT / "BENCHMARKS.md").write_text(header + "\n".join(sections))
+              "baselines are measured in the same run, since this machine is shared and noisy."
+              + (f" This run: {', '.join(only)}; the other sections are from earlier runs." if only else "") + "\n\n")
+    (ROOT / "BENCHMARKS.md").write_text(header + "\n".join(s for s in sections if s))
     print(f"bench: wrote {ROOT / 'BENCHMARKS.md'}")
     if failed:
         print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)

@@ -4,11 +4,14 @@
 - a few reference documents into rag's index;
 - text events (reviews, support tickets) and metric streams replayed from ../shared/datasets/nab-dev, all as
   Standard Webhooks signed with the development secret of deploy/local/dev.env;
-- then it waits until an alert reached the receivers, a contextualized event exists and a report is in the portal.
+- then it waits until an alert reached both receivers, a new record is in `events.contextualized.v1` and a report
+  made since the demo started is in the portal (a fresh one is made once the first alert went out).
+  `--check` exits then, with status 1 if a check failed; otherwise the receivers keep printing until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import json
@@ -21,6 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+from confluent_kafka import Consumer, TopicPartition
+from platform_common.kafka import CONTEXTUALIZED
+from platform_common.settings import CommonSettings
 from standardwebhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -113,8 +119,20 @@ async def wait_for(what: str, check, timeout: float = 120) -> bool:
     return False
 
 
-async def main() -> int:
+def records_in(topic: str) -> int:
+    """Records in a topic so far (the sum of its partitions' end offsets)."""
+    consumer = Consumer({"bootstrap.servers": CommonSettings().kafka_bootstrap_servers, "group.id": "demo"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+async def main(check: bool) -> int:
     env = dev_env()
+    started, clock = datetime.now(timezone.utc), time.monotonic()
+    contextualized_before = await asyncio.to_thread(records_in, CONTEXTUALIZED)
     receivers = subprocess.Popen([sys.executable, "-u", "-m", "notify.dev_receivers", "--port", "8099"])
     try:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -134,33 +152,38 @@ async def main() -> int:
                 print(f"demo: replayed {series}: {accepted}/{len(payloads)} accepted")
 
             async def alerted() -> bool:
-                got = (await client.get(f"{RECEIVERS}/_received/pagerduty")).json()
-                return bool(got)
+                pages = (await client.get(f"{RECEIVERS}/_received/pagerduty")).json()
+                messages = (await client.get(f"{RECEIVERS}/_received/slack/alerts")).json()
+                return bool(pages) and bool(messages)
 
             async def contextualized() -> bool:
-                answer = await client.get("http://localhost:8003/metrics")
-                return any(line.startswith("rag_grounding_total{") and not line.endswith(" 0.0")
-                           for line in answer.text.splitlines())
+                return await asyncio.to_thread(records_in, CONTEXTUALIZED) > contextualized_before
 
             async def reported() -> bool:
-                # signed in as the demo user of reports.yaml; reports made by the schedule are listed at once
+                # signed in as the demo user of reports.yaml: a report made since the demo started is listed
                 await client.post("http://localhost:8004/login", data={"username": "demo", "password": "demo-default"})
-                return bool((await client.get("http://localhost:8004/api/reports")).json())
+                return any(datetime.fromisoformat(r["generated_at"]) >= started
+                           for r in (await client.get("http://localhost:8004/api/reports")).json())
 
             async def fresh_report() -> None:
-                """A report of the last 24 hours made now, so that it shows the demo's anomalies."""
-                await wait_for("an alert reached PagerDuty", alerted)
+                """A report of the last 24 hours made as soon as an alert went out, so that it shows the anomaly."""
+                await wait_for("an alert reached PagerDuty and Slack", alerted)
+                await client.post("http://localhost:8004/login", data={"username": "demo", "password": "demo-default"})
                 answer = await client.post("http://localhost:8004/api/definitions/daily-operations/run", timeout=600)
                 if answer.is_success:
                     print(f"demo: new report with the demo's anomalies: {answer.json()['portal_url']} "
                           "(sign in as demo / demo-default)")
 
-            results = await asyncio.gather(wait_for("an alert reached PagerDuty", alerted),
+            report = asyncio.create_task(fresh_report())
+            results = await asyncio.gather(wait_for("an alert reached PagerDuty and Slack", alerted),
                                            wait_for("a contextualized event was published", contextualized),
                                            wait_for("a report is in the portal (http://localhost:8004)", reported))
-            print("demo: done; the receivers keep printing until Ctrl-C")
-            await fresh_report()
-            await asyncio.to_thread(receivers.wait)
+            await report
+            print(f"demo: {'all checks passed' if all(results) else 'some checks failed'} "
+                  f"{time.monotonic() - clock:.0f}s after the demo started")
+            if not check:
+                print("demo: the receivers keep printing until Ctrl-C")
+                await asyncio.to_thread(receivers.wait)
         return 0 if all(results) else 1
     except KeyboardInterrupt:
         return 0
@@ -170,4 +193,7 @@ async def main() -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the receivers
-    sys.exit(asyncio.run(main()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit when the checks are done (status 1 if one failed) instead of printing until Ctrl-C")
+    sys.exit(asyncio.run(main(parser.parse_args().check)))

@@ -349,7 +349,7 @@ def print_addresses() -> None:
         where = os.environ.get(p.env_var) or p.address
         print(f"  {p.name:<15} {where}{'  (external)' if p.external else ''}")
     for name, url in SERVICES.items():
-        print(f"  {name:<15} {url}")
+        print(f"  {name:<15} {url}  (`make run` starts the services)")
 
 
 def down(names: list[str]) -> None:

@@ -12,10 +12,16 @@ from support.chaos import record
 from support.platform import Platform, Sender, metric_payloads
 
 from platform_common.kafka import dlq
-from platform_common.testing import read_messages
+from platform_common.testing import decode_avro, read_messages
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify", "reports")
 POISON = 3
+
+
+def contextualized_ids(settings, topic: str, expected: int) -> set[str]:
+    """Event ids of rag's output topic, decoded by an independent client. At-least-once: a restarted rag may repeat
+    some (consumers de-duplicate on event id), so up to twice the expected records are read; none may be missing."""
+    return {decode_avro(settings, m)["event_id"] for m in read_messages(settings, topic, 2 * expected, timeout=30)}
 
 
 async def stored_events(settings, schema: str) -> Counter:
@@ -73,12 +79,24 @@ async def run_kills(platform: Platform, settings, run_id: str, streams: int, poi
     triggers = [e for e in platform.received() if e["event_action"] == "trigger"]
     per_key = Counter(e["dedup_key"] for e in triggers)
 
+    uncontextualized = set()
+    if "rag" in platform.services:
+        deadline = time.monotonic() + 180
+        while True:
+            seen = await asyncio.to_thread(contextualized_ids, settings, platform.topics["events.contextualized.v1"],
+                                           len(sender.accepted))
+            uncontextualized = sender.accepted - seen
+            if not uncontextualized or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(5)
+
     dead = read_messages(settings, dlq(platform.topics["events.raw.v1"]), POISON + 5, timeout=10)
     record(fault=fault, sent=sender.sent, accepted=len(sender.accepted), stored=len(set(stored) & sender.accepted),
            lost=len(lost), duplicated=duplicated, recovery_s=max(recoveries))
 
     assert not lost, f"{len(lost)} accepted events never stored, e.g. {sorted(lost)[:3]}\n{platform.logs()}"
     assert duplicated == 0
+    assert not uncontextualized, f"{len(uncontextualized)} accepted events have no contextualized counterpart"
     assert len(per_key) == streams and set(per_key.values()) == {1}, per_key
     # only the poison records, each at least once (a consumer killed before its commit dead-letters it again)
     assert {m.key() for m in dead} == {f"poison-{i}".encode() for i in range(POISON)}, [m.headers() for m in dead]
@@ -92,6 +110,6 @@ async def test_kill_enrich_and_notify_mid_flow(start_platform, settings, run_id)
 
 @pytest.mark.chaos
 async def test_kill_every_service_in_turn(start_platform, settings, run_id):
-    await run_kills(start_platform(SERVICES), settings, run_id, streams=8, points=400, rate=150,
-                    victims=("ingest-webhook", "enrich", "anomaly", "notify", "reports"),
+    await run_kills(start_platform((*SERVICES, "rag")), settings, run_id, streams=8, points=400, rate=150,
+                    victims=("ingest-webhook", "enrich", "anomaly", "rag", "notify", "reports"),
                     fault="kill -9 each service in turn")

@@ -44,6 +44,9 @@ class Platform:
                        "NOTIFY_NOTIFICATIONS_TOPIC": t["notifications.v1"], "NOTIFY_GROUP_ID": f"notify-{run_id}",
                        "NOTIFY_DB_SCHEMA": s["notify"], "NOTIFY_PAGERDUTY_URL": f"{receivers_url}/v2/enqueue",
                        "PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "SLACK_WEBHOOK_URL": f"{receivers_url}/slack/alerts"},
+            "rag": {"RAG_PORT": p.get("rag"), "RAG_DB_SCHEMA": s["rag"], "RAG_GROUP": f"rag-{run_id}",
+                    "RAG_DOCUMENTS_TOPIC": t["documents.v1"], "RAG_ENRICHED_TOPIC": t["events.enriched.v1"],
+                    "RAG_CONTEXTUALIZED_TOPIC": t["events.contextualized.v1"]},
             "reports": {"REPORTS_PORT": p.get("reports"), "REPORTS_DB_SCHEMA": s["reports"],
                         "REPORTS_RAW_TOPIC": t["events.raw.v1"], "REPORTS_ENRICHED_TOPIC": t["events.enriched.v1"],
                         "REPORTS_ANOMALIES_TOPIC": t["anomalies.v1"], "REPORTS_TOPIC": t["reports.v1"],
@@ -56,6 +59,12 @@ class Platform:
         self.receivers = ServiceProcess("receivers", "notify.dev_receivers", p["receivers"], common, data_dir,
                                         args=("--port", str(p["receivers"])), ready_path="/_received/pagerduty")
         self.receivers_url = receivers_url
+        # the consumer group and input topic of each stream service, for lag
+        self.groups = {"enrich": (f"enrich-{run_id}", t["events.raw.v1"]),
+                       "anomaly": (f"anomaly-{run_id}", t["events.enriched.v1"]),
+                       "notify": (f"notify-{run_id}", t["anomalies.v1"]),
+                       "rag": (f"rag-{run_id}-contextualize", t["events.enriched.v1"]),
+                       "reports": (f"reports-{run_id}", t["events.raw.v1"])}
         self.spans_dir = data_dir / "spans"
 
     def start(self) -> "Platform":

@@ -26,6 +26,11 @@ def main(argv: list[str]) -> int:
     except SchemaRegistrationError as e:
         print(f"schemas: {e}; make the change backward compatible or publish a new topic version", file=sys.stderr)
         return 1
+    except httpx.HTTPStatusError as e:
+        print(f"schemas: the schema registry at {url} answered {e.response.status_code} to {e.request.method} "
+              f"{e.request.url.path}; check that SCHEMA_REGISTRY_URL is its Confluent API "
+              "(Apicurio: http://<host>:8081/apis/ccompat/v7)", file=sys.stderr)
+        return 1
     except httpx.HTTPError as e:
         print(f"schemas: schema registry at {url} is unreachable ({e}); run `make up` or set SCHEMA_REGISTRY_URL",
               file=sys.stderr)

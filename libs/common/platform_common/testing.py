@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -29,6 +29,23 @@ def read_messages(settings: CommonSettings, topic: str, count: int, timeout: flo
     finally:
         consumer.close()
     return found
+
+
+def consumer_lag(settings: CommonSettings, group: str, topic: str) -> int:
+    """Records of `topic` not yet committed by `group`: the sum over partitions of end offset minus committed
+    offset (a partition the group never committed counts from its start)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        lag = 0
+        for tp in consumer.committed(partitions, timeout=10):
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            lag += high - (tp.offset if tp.offset >= 0 else low)
+        return lag
+    finally:
+        consumer.close()
 
 
 def decode_avro(settings: CommonSettings, msg: Message) -> dict:

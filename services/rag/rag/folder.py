@@ -1,5 +1,6 @@
 """`python -m rag.folder DIR [--tenant T --sector S --doc-type D]`: publishes every text file of a folder to
-documents.v1 (document id = path relative to the folder), the way ops teams load reference documents."""
+documents.v1 (document id = path relative to the folder), the way ops teams load reference documents, and a delete
+for every document indexed from that folder whose file is gone, so the index follows the folder."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from platform_common.kafka import DOCUMENTS, Publisher
 
 from .settings import RagSettings
+from .store import Store
 
 SUFFIXES = {".md", ".txt", ".rst"}
 
@@ -27,6 +29,26 @@ def documents_from_folder(folder: Path, tenant: str = "default", sector: str | N
                         "sector": sector, "doc_type": doc_type, "metadata": {},
                         "updated_at": datetime.fromtimestamp(path.stat().st_mtime, UTC)})
     return changes
+
+
+def folder_uri(folder: Path) -> str:
+    return Path(folder).resolve().as_uri() + "/"
+
+
+def deletions(folder: Path, upserts: list[dict], indexed: list[str], tenant: str = "default") -> list[dict]:
+    """Deletes of the documents indexed from `folder` (their ids) that it no longer holds."""
+    present = {change["document_id"] for change in upserts}
+    return [{"document_id": document_id, "op": "delete", "source_uri": folder_uri(folder) + document_id,
+             "title": document_id, "content": None, "tenant": tenant, "sector": None, "doc_type": None, "metadata": {},
+             "updated_at": datetime.now(UTC)} for document_id in indexed if document_id not in present]
+
+
+async def indexed_from(settings: RagSettings, folder: Path) -> list[str]:
+    store = await Store.connect(settings.database_url, settings.rag_db_schema, max_size=1)
+    try:
+        return await store.documents_under(folder_uri(folder))
+    finally:
+        await store.close()
 
 
 async def publish_folder(settings: RagSettings, changes: list[dict]) -> None:
@@ -46,9 +68,13 @@ def main() -> None:
     parser.add_argument("--sector")
     parser.add_argument("--doc-type")
     args = parser.parse_args()
-    changes = documents_from_folder(args.folder, args.tenant, args.sector, args.doc_type)
-    asyncio.run(publish_folder(RagSettings(), changes))
-    print(f"published {len(changes)} documents to {RagSettings().rag_documents_topic}")
+    if not args.folder.is_dir():
+        raise SystemExit(f"rag.folder: {args.folder} is not a folder")
+    settings = RagSettings()
+    upserts = documents_from_folder(args.folder, args.tenant, args.sector, args.doc_type)
+    deletes = deletions(args.folder, upserts, asyncio.run(indexed_from(settings, args.folder)), args.tenant)
+    asyncio.run(publish_folder(settings, upserts + deletes))
+    print(f"published {len(upserts)} documents and {len(deletes)} deletions to {settings.rag_documents_topic}")
 
 
 if __name__ == "__main__":

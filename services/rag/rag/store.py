@@ -215,6 +215,12 @@ class Store:
                 index.version, len(chunks) - removed, int(removed == 0 and len(chunks) > 0))
             return "created" if old is None else "updated"
 
+    async def documents_under(self, source_uri_prefix: str) -> list[str]:
+        """Ids of the documents whose source URI starts with the prefix (those loaded from one folder)."""
+        rows = await self.pool.fetch(f"SELECT document_id FROM {self.schema}.documents WHERE starts_with(source_uri, $1)",
+                                     source_uri_prefix)
+        return sorted(r["document_id"] for r in rows)
+
     async def delete_document(self, document_id: str) -> bool:
         """Removes the document and its chunks (vectors and keyword entries live in the same rows) from every
         index, old ones included: a deletion leaves no trace anywhere."""

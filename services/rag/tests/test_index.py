@@ -2,7 +2,7 @@
 
 from rag.chunking import ChunkingConfig
 from rag.embedder import Embedder
-from rag.folder import documents_from_folder
+from rag.folder import deletions, documents_from_folder, folder_uri
 from rag.ingest import CHUNKS_EMBEDDED, Indexer
 from rag.retrieval import Retriever
 from rag.store import Filters
@@ -95,6 +95,24 @@ async def test_deleting_a_document_removes_every_trace(indexer, store, embedder,
         assert all(h.document_id != "aml.md" for h in hits)
     assert (await registry(store, indexer.index))["doc_count"] == 2
     assert (await indexer.apply({"document_id": "aml.md", "op": "delete"})).status == "absent"
+
+
+async def test_a_file_removed_from_the_folder_is_deleted_from_the_index_on_the_next_load(indexer, store, tmp_path):
+    for name, text in DOCS.items():
+        (tmp_path / name).write_text(text)
+    # a document loaded from elsewhere is not the folder's to delete
+    await indexer.apply({"document_id": "other.md", "content": DOCS["aml.md"], "source_uri": "file:///other/other.md"})
+    await ingest(indexer, tmp_path)
+    assert await store.documents_under(folder_uri(tmp_path)) == sorted(DOCS)
+
+    (tmp_path / "aml.md").unlink()
+    upserts = documents_from_folder(tmp_path, sector="finance", doc_type="regulation")
+    changes = upserts + deletions(tmp_path, upserts, await store.documents_under(folder_uri(tmp_path)))
+    results = {r.document_id: r.status for r in [await indexer.apply(c) for c in changes]}
+    assert results == {**{name: "unchanged" for name in DOCS if name != "aml.md"}, "aml.md": "deleted"}
+    assert await store.documents_under(folder_uri(tmp_path)) == sorted(set(DOCS) - {"aml.md"})
+    assert await store.get_document("other.md") is not None
+    assert not [c for c, row in (await snapshot(store, indexer.index)).items() if row[1] == "aml.md"]
 
 
 async def test_a_new_embedder_builds_a_new_index_beside_the_old(indexer, store, tmp_path):

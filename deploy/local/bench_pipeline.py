@@ -1,0 +1,179 @@
+"""End-to-end benchmark of the pipeline: signed webhooks through ingest-webhook, enrich, anomaly and notify, as
+processes against the running stack, on per-run topics; prints one markdown section.
+
+    .venv/bin/python deploy/local/bench_pipeline.py [--seconds S] [--rate 1250] [--step 250]
+
+For each rate, an open-loop client (ingest-webhook's bench client: pre-signed raw requests, each sent at its due
+time whatever happened before) posts metric streams with a spike near their end for S seconds. Latencies come
+from Kafka's own record timestamps, so no clock but the broker host's is involved:
+- webhook accepted -> enriched event published: the `events.enriched.v1` record's timestamp minus the
+  `events.raw.v1` record's of the same event (ingest produces that record just before it answers 202);
+- webhook accepted -> alert delivered: the `notifications.v1` outcome `delivered` of a trigger minus the raw
+  record's timestamp of the event that triggered it.
+A rate is sustainable when every webhook is answered 202 and webhook -> enriched p95 stays under 2 s; from 1,250/s
+the bench steps up while rates hold, or down until one does, to find the highest sustainable rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.platform import SECRET, Platform, metric_payloads  # noqa: E402
+
+from platform_common.avro import AvroSerde  # noqa: E402
+from platform_common.settings import CommonSettings  # noqa: E402
+from platform_common.testing import consumer_lag, drop_topics  # noqa: E402
+
+SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
+POINTS_PER_STREAM = 400  # past the detector's warm-up (200 points), so each stream's spike can raise an alert
+TARGET_P95_S = 2.0
+
+
+def ingest_bench():
+    """ingest-webhook's bench module: its open-loop client and request signer."""
+    spec = importlib.util.spec_from_file_location("ingest_bench", ROOT / "services/ingest-webhook/bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_topic(settings: CommonSettings, topic: str) -> list[tuple[bytes, int]]:
+    """Every record of `topic` up to its current end: (value, timestamp ms)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"bench-{uuid.uuid4()}",
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        out, done = [], {p: False for p in ends}
+        while not all(done.values()):
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            out.append((msg.value(), msg.timestamp()[1]))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done[msg.partition()] = True
+        return out
+    finally:
+        consumer.close()
+
+
+async def decoded(serde: AvroSerde, records: list[tuple[bytes, int]]) -> list[tuple[dict, int]]:
+    return [(await serde.decode(value), ts) for value, ts in records]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else float("inf")
+
+
+def run_rate(platform: Platform, settings: CommonSettings, client, rate: int, seconds: int) -> dict:
+    step = f"{platform.run_id}-r{rate}"
+    streams = max(1, rate * seconds // POINTS_PER_STREAM)
+    payloads = metric_payloads(step, streams=streams, points=POINTS_PER_STREAM, spike_at=POINTS_PER_STREAM - 40)
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    port = platform.ports["ingest-webhook"]
+    requests = [client.signed_request(key, json.dumps(p).encode(), port) for p in payloads]
+    started = time.monotonic()
+    _, statuses = asyncio.run(client.fixed_rate(port, requests, rate))
+    sent_for = time.monotonic() - started
+
+    # wait until enrich and anomaly have committed everything, and notify has delivered what they raised
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not any(consumer_lag(settings, *platform.groups[name]) for name in ("enrich", "anomaly", "notify")):
+            break
+        time.sleep(1)
+    time.sleep(3)  # grouping and delivery of the last alerts
+
+    t = platform.topics
+    serde = AvroSerde(settings.schema_registry_url)
+    raw, enriched, alerts, outcomes = (asyncio.run(decoded(serde, read_topic(settings, t[name]))) for name in (
+        "events.raw.v1", "events.enriched.v1", "anomalies.v1", "notifications.v1"))
+    accepted_at = {e["event_id"]: ts for e, ts in raw if e["event_id"].startswith(step + "-")}
+    to_enriched = [(ts - accepted_at[e["event_id"]]) / 1000 for e, ts in enriched if e["event_id"] in accepted_at]
+    trigger_event = {a["alert_id"]: a["event_id"] for a, _ in alerts
+                     if a["action"] == "trigger" and a["event_id"] in accepted_at}
+    to_delivered = [(ts - accepted_at[trigger_event[n["alert_id"]]]) / 1000 for n, ts in outcomes
+                    if n["outcome"] == "delivered" and n["alert_id"] in trigger_event]
+    ok = statuses.get(202, 0)
+    return {"rate": rate, "sent": len(requests), "accepted": ok, "achieved": ok / sent_for,
+            "enriched": len(to_enriched), "streams": streams, "alerts": len(trigger_event),
+            "deliveries": len(to_delivered), "to_enriched": to_enriched, "to_delivered": to_delivered,
+            "sustainable": ok == len(requests) and len(to_enriched) >= ok > 0
+            and pct(to_enriched, 95) < TARGET_P95_S}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--rate", type=int, default=1250, help="the first rate; then up or down by --step")
+    parser.add_argument("--step", type=int, default=250)
+    args = parser.parse_args()
+    settings = CommonSettings(service_name="bench")
+    client = ingest_bench()
+    run_id = f"pbench{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        platform = Platform(run_id, Path(tmp), SERVICES, extra_env={
+            "LOG_LEVEL": "WARNING", "INGEST_WORKERS": os.environ.get("INGEST_WORKERS", "2")}).start()
+        results = []
+        try:
+            # from the required rate, up while it holds, or down until it holds: the highest sustainable rate
+            rate, direction = args.rate, None
+            while args.step <= rate <= 4 * args.rate:
+                print(f"bench: pipeline at {rate}/s ...", file=sys.stderr, flush=True)
+                results.append(run_rate(platform, settings, client, rate, args.seconds))
+                held = results[-1]["sustainable"]
+                direction = direction or (1 if held else -1)
+                if held != (direction == 1):
+                    break
+                rate += direction * args.step
+        finally:
+            platform.stop()
+            drop_topics(settings, list(platform.topics.values()))
+
+    print("## pipeline\n")
+    print(f"Whole pipeline as processes (ingest-webhook with {os.environ.get('INGEST_WORKERS', '2')} workers, enrich "
+          f"with the local models, anomaly, notify, local receivers) on {os.cpu_count()} cores shared with the stack "
+          f"and the load generator; open-loop signed webhooks for {args.seconds} s per rate, {POINTS_PER_STREAM} "
+          "points per stream, each stream spiking near its end. Latencies from Kafka record timestamps "
+          "(accepted = ingest's `events.raw.v1` record). Sustainable: every webhook answered 202 and "
+          f"webhook -> enriched p95 under {TARGET_P95_S:g} s (the target at 1,250/s).\n")
+    print("| offered rate /s | answered 202 / sent | accepted /s | enriched | webhook -> enriched p50 / p95 / p99 "
+          "| alerts (streams spiked), deliveries | webhook -> alert delivered p50 / p95 / p99 | sustainable |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        # an accepted event not enriched within the drain time counts as slower than every enriched one
+        e = " / ".join(client.fixed_percentile(r["to_enriched"], r["accepted"], q) for q in (50, 95, 99))
+        d = " / ".join(client.fixed_percentile(r["to_delivered"], r["deliveries"], q) for q in (50, 95, 99))
+        print(f"| {r['rate']:,} | {r['accepted']:,} / {r['sent']:,} | {r['achieved']:,.0f} | {r['enriched']:,} | "
+              f"{e} | {r['alerts']} of {r['streams']} streams, {r['deliveries']} deliveries | "
+              f"{d if r['deliveries'] else 'none delivered'} | "
+              f"{'yes' if r['sustainable'] else 'no'} |")
+    best = max((r["rate"] for r in results if r["sustainable"]), default=None)
+    print(f"\nHighest sustainable rate tried: {f'{best:,}/s' if best else 'none of the rates tried'}.\n")
+    print(f"`.venv/bin/python deploy/local/bench_pipeline.py --seconds {args.seconds} --rate {args.rate} "
+          f"--step {args.step}`")
+
+
+if __name__ == "__main__":
+    main()
