@@ -111,7 +111,7 @@ class Sender:
     refused: dict[int, int] = field(default_factory=dict)
     sent: int = 0
 
-    def post(self, client: httpx.Client, payload: dict, attempts: int = 30) -> int | None:
+    def post(self, client: httpx.Client, payload: dict, attempts: int = 120) -> int | None:
         body = json.dumps(payload)
         self.sent += 1
         for _ in range(attempts):

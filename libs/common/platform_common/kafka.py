@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
 from .avro import AvroSerde
+from .retry import until_available
 from .settings import CommonSettings
 from .tracing import inject_headers, process_span, publish_span
 
@@ -117,7 +118,8 @@ class ReliableConsumer:
     """Consumes `topics` in `group_id`, calling `handler(value, record)` for each record in order.
 
     Offsets are committed per batch, only up to records that were handled or dead-lettered, so a crash
-    re-delivers (at-least-once; sinks are idempotent on event id) and never skips.
+    re-delivers (at-least-once; sinks are idempotent on event id) and never skips. A handler failing because a
+    dependency is down (`retry.UNAVAILABLE`) is retried until it is back, without committing, not dead-lettered.
     """
 
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, handler: Handler,
@@ -166,14 +168,18 @@ class ReliableConsumer:
                 await self.dead_letter(record, e)
                 return
             try:
-                async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
-                                                   wait=wait_exponential(multiplier=self.retry_wait, max=5)):
-                    with attempt:
-                        await self.handler(value, record)
+                await until_available(lambda: self._handle(value, record), f"a dependency of {self.group_id}")
             except Exception as e:
                 await self.dead_letter(record, e)
                 return
         CONSUMED.labels(*labels, "ok").inc()
+
+    async def _handle(self, value: dict, record: ConsumerRecord) -> None:
+        """The handler, retried a bounded number of times for any failure (then the DLQ has the record)."""
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
+                                           wait=wait_exponential(multiplier=self.retry_wait, max=5)):
+            with attempt:
+                await self.handler(value, record)
 
     async def dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"[:1000]

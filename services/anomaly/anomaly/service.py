@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from platform_common.kafka import Publisher, dlq, ensure_topics
 from platform_common.ops import kafka_check, ops_app, postgres_check, registry_check, serve
+from platform_common.retry import until_available
 from platform_common.tracing import process_span
 
 from .detector import Decision, DetectorConfig, MetricDetector
@@ -113,11 +114,13 @@ class AnomalyService:
         if stream_id in self.streams:
             return self.streams[stream_id]
         stream = Stream()
-        row = await self.store.load_stream(stream_id)
+        # PostgreSQL down: the batch waits here (nothing is committed), rather than crash the agent
+        row = await until_available(lambda: self.store.load_stream(stream_id), "PostgreSQL")
         if row is not None:
             stream.partition, stream.last_offset = row.partition, row.last_offset
             for metric, snapshot in row.detectors.items():
-                model = await self.store.load_model(snapshot["model_version"]) if snapshot["model_version"] else None
+                version = snapshot["model_version"]
+                model = await until_available(lambda: self.store.load_model(version), "PostgreSQL") if version else None
                 det = MetricDetector.restore(snapshot, self.config, model)
                 # a training that was running when the service stopped is asked for again
                 if model is None and det.state.seen >= self.config.warmup and not det.wants_training():
@@ -153,9 +156,9 @@ class AnomalyService:
                 await self._score_stream(stream_id, touched[stream_id], items)
             self._start_trainings(touched)
             if touched:
-                await self.store.save_streams({sid: StreamRow(st.partition, st.last_offset,
-                                                              {m: d.snapshot() for m, d in st.detectors.items()})
-                                               for sid, st in touched.items()})
+                rows = {sid: StreamRow(st.partition, st.last_offset, {m: d.snapshot() for m, d in st.detectors.items()})
+                        for sid, st in touched.items()}
+                await until_available(lambda: self.store.save_streams(rows), "PostgreSQL")
 
     async def _score_stream(self, stream_id: str, stream: Stream, items: list) -> None:
         series: dict[str, list[tuple[int, float, int]]] = defaultdict(list)  # metric -> (ts, value, item index)
@@ -238,7 +241,7 @@ class AnomalyService:
         model = TrainedModel.from_bytes(result["blob"], result["version"], result["center"], result["scale"],
                                         result["error_median"], result["error_mad"], result["metadata"])
         model.calibration = result["calibration"]
-        await self.store.save_model(stream_id, metric, model, span, reason)
+        await until_available(lambda: self.store.save_model(stream_id, metric, model, span, reason), "PostgreSQL")
         TRAININGS.labels(reason, "ok").inc()
         TRAIN_SECONDS.observe(model.metadata["train_seconds"])
         log.info("model %s trained (%s) in %.1fs", model.version, reason, model.metadata["train_seconds"])

@@ -19,9 +19,9 @@ async def run_due(config: Config, generator: ReportGenerator, now: datetime | No
     made = []
     for definition in config.reports:
         end = definition.last_fire(now)
-        if await generator.store.has_report(report_id(definition, end - definition.length, end)):
-            continue
-        try:
+        try:  # PostgreSQL or a renderer may be down for a while: this tick is lost, not the service
+            if await generator.store.has_report(report_id(definition, end - definition.length, end)):
+                continue
             report, _, outcomes = await generator.generate(definition, end)
         except Exception:
             log.exception("report %s for the period ending %s failed; retried at the next tick", definition.name, end)
