@@ -3,8 +3,8 @@ processes against the running stack, on per-run topics; prints one markdown sect
 
     .venv/bin/python deploy/local/bench_pipeline.py [--seconds S] [--rate 1250] [--step 250]
 
-For each rate, an open-loop client (ingest-webhook's bench client: pre-signed raw requests, each sent at its due
-time whatever happened before) posts metric streams with a spike near their end for S seconds. Latencies come
+For each rate, an open-loop client (`platform_common.testing.open_loop`: pre-signed raw requests over keep-alive
+sockets, each sent at its due time whatever happened before) posts metric streams with a spike near their end for S seconds. Latencies come
 from Kafka's own record timestamps, so no clock but the broker host's is involved:
 - webhook accepted -> enriched event published: the `events.enriched.v1` record's timestamp minus the
   `events.raw.v1` record's of the same event (ingest produces that record just before it answers 202);
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import importlib.util
 import json
 import os
 import sys
@@ -37,19 +36,12 @@ from support.platform import SECRET, Platform, metric_payloads  # noqa: E402
 
 from platform_common.avro import AvroSerde  # noqa: E402
 from platform_common.settings import CommonSettings  # noqa: E402
-from platform_common.testing import consumer_lag, drop_topics  # noqa: E402
+from platform_common.testing import (consumer_lag, drop_topics, open_loop,  # noqa: E402
+                                     percentile_with_missing, signed_request)
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
 POINTS_PER_STREAM = 400  # past the detector's warm-up (200 points), so each stream's spike can raise an alert
 TARGET_P95_S = 2.0
-
-
-def ingest_bench():
-    """ingest-webhook's bench module: its open-loop client and request signer."""
-    spec = importlib.util.spec_from_file_location("ingest_bench", ROOT / "services/ingest-webhook/bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_topic(settings: CommonSettings, topic: str) -> list[tuple[bytes, int]]:
@@ -86,15 +78,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else float("inf")
 
 
-def run_rate(platform: Platform, settings: CommonSettings, client, rate: int, seconds: int) -> dict:
+def run_rate(platform: Platform, settings: CommonSettings, rate: int, seconds: int) -> dict:
     step = f"{platform.run_id}-r{rate}"
     streams = max(1, rate * seconds // POINTS_PER_STREAM)
     payloads = metric_payloads(step, streams=streams, points=POINTS_PER_STREAM, spike_at=POINTS_PER_STREAM - 40)
     key = base64.b64decode(SECRET.removeprefix("whsec_"))
     port = platform.ports["ingest-webhook"]
-    requests = [client.signed_request(key, json.dumps(p).encode(), port) for p in payloads]
+    requests = [signed_request(key, json.dumps(p).encode(), port) for p in payloads]
     started = time.monotonic()
-    _, statuses = asyncio.run(client.fixed_rate(port, requests, rate))
+    _, statuses = asyncio.run(open_loop(port, requests, rate))
     sent_for = time.monotonic() - started
 
     # wait until enrich and anomaly have committed everything, and notify has delivered what they raised
@@ -130,7 +122,6 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=250)
     args = parser.parse_args()
     settings = CommonSettings(service_name="bench")
-    client = ingest_bench()
     run_id = f"pbench{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         platform = Platform(run_id, Path(tmp), SERVICES, extra_env={
@@ -141,7 +132,7 @@ def main() -> None:
             rate, direction = args.rate, None
             while args.step <= rate <= 4 * args.rate:
                 print(f"bench: pipeline at {rate}/s ...", file=sys.stderr, flush=True)
-                results.append(run_rate(platform, settings, client, rate, args.seconds))
+                results.append(run_rate(platform, settings, rate, args.seconds))
                 held = results[-1]["sustainable"]
                 direction = direction or (1 if held else -1)
                 if held != (direction == 1):
@@ -163,8 +154,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         # an accepted event not enriched within the drain time counts as slower than every enriched one
-        e = " / ".join(client.fixed_percentile(r["to_enriched"], r["accepted"], q) for q in (50, 95, 99))
-        d = " / ".join(client.fixed_percentile(r["to_delivered"], r["deliveries"], q) for q in (50, 95, 99))
+        e = " / ".join(percentile_with_missing(r["to_enriched"], r["accepted"], q) for q in (50, 95, 99))
+        d = " / ".join(percentile_with_missing(r["to_delivered"], r["deliveries"], q) for q in (50, 95, 99))
         print(f"| {r['rate']:,} | {r['accepted']:,} / {r['sent']:,} | {r['achieved']:,.0f} | {r['enriched']:,} | "
               f"{e} | {r['alerts']} of {r['streams']} streams, {r['deliveries']} deliveries | "
               f"{d if r['deliveries'] else 'none delivered'} | "

@@ -17,11 +17,8 @@ import argparse
 import asyncio
 import base64
 import datetime as dt
-import hashlib
-import hmac
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -37,7 +34,7 @@ import psutil
 import uvloop
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
-from platform_common.testing import drop_topics
+from platform_common.testing import drop_topics, open_loop, percentile_with_missing, signed_request
 
 from ingest_webhook.settings import IngestSettings
 from platform_common.avro import AvroSerde
@@ -79,15 +76,6 @@ def payload(i: int) -> bytes:
                        "attributes": {"site": "rtm"}}, separators=(",", ":")).encode()
 
 
-def signed_request(key: bytes, body: bytes, port: int) -> bytes:
-    """One raw HTTP/1.1 request, signed as the standardwebhooks library signs (id.timestamp.body)."""
-    msg_id, ts = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
-    sig = base64.b64encode(hmac.digest(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256)).decode()
-    return (f"POST /webhooks/demo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nwebhook-id: {msg_id}\r\nwebhook-timestamp: {ts}\r\n"
-            f"webhook-signature: v1,{sig}\r\n\r\n").encode() + body
-
-
 def stored(settings: IngestSettings, topic: str) -> int:
     """Records in the topic (sum of end offsets): what Kafka acknowledged, whichever worker published it."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"bench-{uuid.uuid4()}"})
@@ -121,42 +109,6 @@ def run_wrk(url: str, requests: list[bytes], seconds: int, workdir: Path) -> dic
     return json.loads(out.split("WRK ", 1)[1])
 
 
-async def fixed_rate(port: int, requests: list[bytes], rate: float) -> tuple[list[float], dict[int, int]]:
-    """Open loop: request i is due at start + i/rate, whatever happened before; latency counts from that moment."""
-    jobs: asyncio.Queue = asyncio.Queue()
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while (job := await jobs.get()) is not None:
-            due, raw = job
-            writer.write(raw)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - due)
-            status = int(head[9:12])
-            statuses[status] = statuses.get(status, 0) + 1
-        writer.close()
-
-    workers = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
-    start = time.perf_counter() + 0.2
-    for i, raw in enumerate(requests):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        jobs.put_nowait((due, raw))
-    for _ in workers:
-        jobs.put_nowait(None)
-    # a service slower than the rate builds a backlog: stop waiting 10 s after the last request was due
-    _, pending = await asyncio.wait(workers, timeout=max(0.0, due - time.perf_counter()) + 10)
-    for task in pending:
-        task.cancel()
-    return latencies, statuses
-
-
 async def bare_producer(settings: IngestSettings, topic: str, records: list[dict], seconds: float) -> float:
     """Records/s of a bare aiokafka producer: same Avro records, acks=all, idempotent, CONNECTIONS in flight."""
     serde = AvroSerde(settings.schema_registry_url)
@@ -181,14 +133,6 @@ async def bare_producer(settings: IngestSettings, topic: str, records: list[dict
     elapsed = time.perf_counter() - started
     await producer.stop()
     return sent / elapsed
-
-
-def fixed_percentile(latencies: list[float], total: int, p: float) -> str:
-    """Unanswered requests count as slower than every answer, so a backlog cannot flatter the percentile."""
-    if len(latencies) < total * p / 100:
-        return "not answered"
-    padded = sorted(latencies) + [float("inf")] * (total - len(latencies))
-    return f"{padded[min(total - 1, int(total * p / 100))] * 1000:.1f} ms"
 
 
 def main() -> None:
@@ -238,7 +182,7 @@ def main() -> None:
 
         time.sleep(2)
         fixed = [signed_request(key, bodies[i % 512], port) for i in range(FIXED_RATE * min(args.seconds, 10))]
-        latencies, statuses = uvloop.run(fixed_rate(port, fixed, FIXED_RATE))
+        latencies, statuses = uvloop.run(open_loop(port, fixed, FIXED_RATE, CONNECTIONS))
         records = [{"event_id": str(uuid.uuid4()), "delivery_id": str(i), "source": "demo", "type": "sensor.reading",
                     "stream_id": f"line-{i % 64}", "tenant": "bench", "occurred_at": 0, "received_at": 0,
                     "text": {"body": "Reading from the pump in Rotterdam looks normal"},
@@ -265,8 +209,8 @@ def main() -> None:
           f"(= {1 / cpu_per_event:,.0f}/s per fully available core) | |")
     print(f"| non-2xx / socket errors under that load | {wrk['non2xx']} / {wrk['errors']} | 0 |")
     print(f"| latency at a fixed {FIXED_RATE:,}/s, p50 / p95 / p99 (open-loop asyncio raw-socket client, "
-          f"{len(fixed):,} requests, {ok:,} answered 202 in time) | {fixed_percentile(latencies, len(fixed), 50)} / "
-          f"{fixed_percentile(latencies, len(fixed), 95)} / {fixed_percentile(latencies, len(fixed), 99)} "
+          f"{len(fixed):,} requests, {ok:,} answered 202 in time) | {percentile_with_missing(latencies, len(fixed), 50)} / "
+          f"{percentile_with_missing(latencies, len(fixed), 95)} / {percentile_with_missing(latencies, len(fixed), 99)} "
           "| p99 < 50 ms |")
     print(f"| baseline: bare aiokafka producer, same Avro records, acks=all, {CONNECTIONS} in flight | "
           f"{baseline:,.0f} records/s | |")

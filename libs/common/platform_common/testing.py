@@ -1,8 +1,16 @@
-"""Helpers for tests of any service: read a topic back with confluent-kafka, an independent client."""
+"""Helpers for tests and benches of any service: read a topic back with confluent-kafka, an independent client;
+consumer lag; an open-loop load of signed webhooks."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import re
 import time
+import uuid
+from collections.abc import Iterable
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -70,3 +78,61 @@ def drop_topics(settings: CommonSettings, topics: list[str], with_dlqs: bool = T
         for permanent in ("false", "true"):  # a soft delete first, as the registry requires
             httpx.delete(f"{settings.schema_registry_url}/subjects/{name}-value", params={"permanent": permanent},
                          timeout=5)
+
+
+# --- load generation against ingest-webhook: raw signed requests over keep-alive sockets ------------------
+
+def signed_request(key: bytes, body: bytes, port: int) -> bytes:
+    """One raw HTTP/1.1 request, signed as the standardwebhooks library signs (id.timestamp.body)."""
+    msg_id, ts = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
+    sig = base64.b64encode(hmac.digest(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256)).decode()
+    return (f"POST /webhooks/demo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nwebhook-id: {msg_id}\r\nwebhook-timestamp: {ts}\r\n"
+            f"webhook-signature: v1,{sig}\r\n\r\n").encode() + body
+
+
+async def open_loop(port: int, requests: Iterable[bytes], rate: float,
+                    connections: int = 64) -> tuple[list[float], dict[int, int]]:
+    """Open loop over `connections` keep-alive sockets: request i is due at start + i/rate, whatever happened
+    before, and its latency counts from that moment (no coordinated omission). `requests` may be a generator, so
+    that each request is signed when it is due."""
+    jobs: asyncio.Queue = asyncio.Queue()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (job := await jobs.get()) is not None:
+            due, raw = job
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - due)
+            status = int(head[9:12])
+            statuses[status] = statuses.get(status, 0) + 1
+        writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    start = time.perf_counter() + 0.2
+    for i, raw in enumerate(requests):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        jobs.put_nowait((due, raw))
+    for _ in workers:
+        jobs.put_nowait(None)
+    # a service slower than the rate builds a backlog: stop waiting 10 s after the last request was due
+    _, pending = await asyncio.wait(workers, timeout=max(0.0, due - time.perf_counter()) + 10)
+    for task in pending:
+        task.cancel()
+    return latencies, statuses
+
+
+def percentile_with_missing(latencies: list[float], total: int, p: float) -> str:
+    """Unanswered requests count as slower than every answer, so a backlog cannot flatter the percentile."""
+    if len(latencies) < total * p / 100:
+        return "not answered"
+    padded = sorted(latencies) + [float("inf")] * (total - len(latencies))
+    return f"{padded[min(total - 1, int(total * p / 100))] * 1000:.1f} ms"
