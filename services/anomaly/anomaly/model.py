@@ -11,6 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+# one thread per process, the service's and each training worker's: the models are tiny, so more threads only
+# contend with each other and with the other services for the cores; throughput scales with processes
+torch.set_num_threads(1)
+
 from .detector import MAD_SCALE, DetectorConfig
 
 HIDDEN = 16
@@ -75,7 +79,6 @@ def _windows(values: np.ndarray, size: int, stride: int) -> np.ndarray:
 def train(values: np.ndarray, config: DetectorConfig, version: str) -> TrainedModel:
     """Trains on `values` (the stream's history, oldest first); the last VALIDATION share of windows is held out
     to measure the error distribution that scores are standardised by."""
-    torch.set_num_threads(1)
     torch.manual_seed(SEED)
     began = time.perf_counter()
     values = np.asarray(values, dtype=np.float64)

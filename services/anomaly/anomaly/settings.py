@@ -13,7 +13,9 @@ class AnomalySettings(CommonSettings):
     anomaly_app_id: str = "anomaly"
     # PostgreSQL schema holding model versions and detector state
     anomaly_db_schema: str = "anomaly"
-    anomaly_batch_size: int = 200
+    # a batch costs one model call and one state write per stream it touches, whatever its size: large batches
+    # amortise those when the service is behind; `anomaly_batch_seconds` bounds the wait when it is not
+    anomaly_batch_size: int = 2000
     anomaly_batch_seconds: float = 0.5
     anomaly_train_workers: int = 1
     # JSON object overriding DetectorConfig fields, e.g. {"warmup": 300}; one configuration for every stream

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import asyncpg
+import orjson
 
 from .model import TrainedModel
 
@@ -97,11 +98,13 @@ class Store:
                                        f"where stream_id=$1", stream_id)
         if row is None:
             return None
-        return StreamRow(row["partition"], row["last_offset"], json.loads(row["detectors"]))
+        return StreamRow(row["partition"], row["last_offset"], orjson.loads(row["detectors"]))
 
     async def save_streams(self, rows: dict[str, StreamRow]) -> None:
         await self.pool.executemany(
             f"""insert into {self.s}.streams (stream_id, partition, last_offset, detectors) values ($1,$2,$3,$4)
                 on conflict (stream_id) do update set partition=excluded.partition, last_offset=excluded.last_offset,
                 detectors=excluded.detectors, updated_at=now()""",
-            [(sid, r.partition, r.last_offset, json.dumps(r.detectors)) for sid, r in rows.items()])
+            # orjson: a stream's state is thousands of numbers, written after every batch
+            [(sid, r.partition, r.last_offset, orjson.dumps(r.detectors, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+             for sid, r in rows.items()])
