@@ -50,7 +50,7 @@ class DetectorConfig:
     calibrate_every: int = 50
     resolve_ratio: float = 0.7
     resolve_after: int = 10
-    cooldown: int = 100
+    cooldown: int = 50
     retrain_every: int = 5000
     drift_window: int = 200
     drift_ratio: float = 3.0

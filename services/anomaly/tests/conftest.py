@@ -6,16 +6,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
 
 import asyncpg
-import httpx
 import numpy as np
 import pytest
 
@@ -23,43 +17,7 @@ from platform_common.kafka import Publisher, dlq, ensure_topics
 from platform_common.testing import decode_avro, read_messages
 
 from anomaly.settings import AnomalySettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServiceProcess:
-    def __init__(self, settings: AnomalySettings, env: dict[str, str]):
-        self.settings = settings
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.env["TEST_LOG"], "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "anomaly"], env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        url = f"http://127.0.0.1:{self.settings.anomaly_port}/readyz"
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"service exited, see {self.env['TEST_LOG']}"
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("service not ready")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from anomaly.testing import ServiceProcess, cleanup, enriched_event, free_port
 
 
 @pytest.fixture(scope="module")
@@ -85,25 +43,7 @@ def service(anomaly_settings, tmp_path_factory):
     proc.start()
     yield proc
     proc.stop()
-    asyncio.run(_cleanup(s))
-
-
-async def _cleanup(s: AnomalySettings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    conn = await asyncpg.connect(s.database_url)
-    try:
-        await conn.execute(f"drop schema if exists {s.anomaly_db_schema} cascade")
-    finally:
-        await conn.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        await admin.delete_topics([t for t in existing if s.anomaly_app_id in t or t.startswith(
-            (s.anomaly_source_topic, s.anomaly_alert_topic))])
-    finally:
-        await admin.close()
+    asyncio.run(cleanup(s))
 
 
 def series(n: int, seed: int, spike_at: int | None = None) -> list[float]:
@@ -113,14 +53,6 @@ def series(n: int, seed: int, spike_at: int | None = None) -> list[float]:
     if spike_at is not None:
         values[spike_at:spike_at + 4] += 40
     return [float(v) for v in values]
-
-
-def enriched(stream_id: str, i: int, value: float) -> dict:
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=5 * i)
-    return {"event_id": f"{stream_id}-{i}", "delivery_id": f"{stream_id}-{i}", "source": "tests", "type": "metric",
-            "stream_id": stream_id, "tenant": "default", "occurred_at": at, "received_at": at, "text": {},
-            "metrics": {"latency_ms": value}, "attributes": {}, "raw_payload": "{}", "entities": [],
-            "sentiment": [], "models": [], "enriched_at": at}
 
 
 def traceparent(stream_id: str, i: int) -> str:
@@ -192,7 +124,7 @@ async def post(settings: AnomalySettings, stream_id: str, values: list[float], s
     try:
         sent = []
         for i, v in enumerate(values):
-            payload = await publisher.serde.encode(settings.anomaly_source_topic, enriched(stream_id, start + i, v),
+            payload = await publisher.serde.encode(settings.anomaly_source_topic, enriched_event(stream_id, start + i, v),
                                                    "events.enriched.v1")
             # straight to the producer: Publisher would replace the context with this process's (none here);
             # one idempotent producer keeps the stream's order without waiting for each ack

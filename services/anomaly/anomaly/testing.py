@@ -1,0 +1,79 @@
+"""Helpers shared by the tests and bench.py: the service as a subprocess on a free port, and enriched events as
+enrich publishes them."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+from .settings import AnomalySettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    def __init__(self, settings: AnomalySettings, env: dict[str, str]):
+        self.settings = settings
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.env["TEST_LOG"], "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "anomaly"], env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        url = f"http://127.0.0.1:{self.settings.anomaly_port}/readyz"
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"service exited, see {self.env['TEST_LOG']}"
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("service not ready")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def enriched_event(stream_id: str, i: int, value: float) -> dict:
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=5 * i)
+    return {"event_id": f"{stream_id}-{i}", "delivery_id": f"{stream_id}-{i}", "source": "tests", "type": "metric",
+            "stream_id": stream_id, "tenant": "default", "occurred_at": at, "received_at": at, "text": {},
+            "metrics": {"latency_ms": value}, "attributes": {}, "raw_payload": "{}", "entities": [],
+            "sentiment": [], "models": [], "enriched_at": at}
+
+
+async def cleanup(s: AnomalySettings) -> None:
+    """Drops what a run of the service made: its PostgreSQL schema, its topics and Faust's topics of its app id."""
+    conn = await asyncpg.connect(s.database_url)
+    try:
+        await conn.execute(f"drop schema if exists {s.anomaly_db_schema} cascade")
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        await admin.delete_topics([t for t in existing if s.anomaly_app_id in t or t.startswith(
+            (s.anomaly_source_topic, s.anomaly_alert_topic))])
+    finally:
+        await admin.close()
