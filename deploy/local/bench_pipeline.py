@@ -155,10 +155,11 @@ def main() -> None:
     for r in results:
         # an accepted event not enriched within the drain time counts as slower than every enriched one
         e = " / ".join(percentile_with_missing(r["to_enriched"], r["accepted"], q) for q in (50, 95, 99))
-        d = " / ".join(percentile_with_missing(r["to_delivered"], r["deliveries"], q) for q in (50, 95, 99))
+        d = " / ".join(percentile_with_missing(r["to_delivered"], r["deliveries"], q) for q in (50, 95, 99)
+                       ) if r["deliveries"] else "none delivered"
         print(f"| {r['rate']:,} | {r['accepted']:,} / {r['sent']:,} | {r['achieved']:,.0f} | {r['enriched']:,} | "
               f"{e} | {r['alerts']} of {r['streams']} streams, {r['deliveries']} deliveries | "
-              f"{d if r['deliveries'] else 'none delivered'} | "
+              f"{d} | "
               f"{'yes' if r['sustainable'] else 'no'} |")
     best = max((r["rate"] for r in results if r["sustainable"]), default=None)
     print(f"\nHighest sustainable rate tried: {f'{best:,}/s' if best else 'none of the rates tried'}.\n")
