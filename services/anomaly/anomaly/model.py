@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .detector import MAD_SCALE, DetectorConfig
+
 # one thread per process, the service's and each training worker's: the models are tiny, so more threads only
 # contend with each other and with the other services for the cores; throughput scales with processes
 torch.set_num_threads(1)
-
-from .detector import MAD_SCALE, DetectorConfig
 
 HIDDEN = 16
 EPOCHS = 30
