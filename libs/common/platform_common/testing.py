@@ -1,5 +1,5 @@
-"""Helpers for tests and benches of any service: read a topic back with confluent-kafka, an independent client;
-consumer lag; an open-loop load of signed webhooks."""
+"""Helpers for tests and benches of any service: a service process's free port and readiness; read a topic back
+with confluent-kafka, an independent client; consumer lag; an open-loop load of signed webhooks."""
 
 from __future__ import annotations
 
@@ -8,16 +8,40 @@ import base64
 import hashlib
 import hmac
 import re
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterable
 
+import httpx
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from .settings import CommonSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Returns once `url` answers 200; fails at once if `proc` (the process serving it) exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
 
 
 def read_messages(settings: CommonSettings, topic: str, count: int, timeout: float = 20.0,

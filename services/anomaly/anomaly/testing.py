@@ -1,26 +1,18 @@
-"""Helpers shared by the tests and bench.py: the service as a subprocess on a free port, and enriched events as
-enrich publishes them."""
+"""Helpers shared by the tests and bench.py: the service as a subprocess, enriched events as enrich publishes
+them, and the clean-up of what a run made."""
 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
-import httpx
 from aiokafka.admin import AIOKafkaAdminClient
+from platform_common.testing import wait_http
 
 from .settings import AnomalySettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServiceProcess:
@@ -32,17 +24,7 @@ class ServiceProcess:
     def start(self) -> None:
         log = open(self.env["TEST_LOG"], "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "anomaly"], env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        url = f"http://127.0.0.1:{self.settings.anomaly_port}/readyz"
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"service exited, see {self.env['TEST_LOG']}"
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("service not ready")
+        wait_http(f"http://127.0.0.1:{self.settings.anomaly_port}/readyz", 60, self.proc)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

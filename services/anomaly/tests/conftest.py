@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from platform_common.kafka import Publisher, dlq, ensure_topics
-from platform_common.testing import decode_avro, read_messages
+from platform_common.testing import decode_avro, free_port, read_messages
 
 from anomaly.settings import AnomalySettings
-from anomaly.testing import ServiceProcess, cleanup, enriched_event, free_port
+from anomaly.testing import ServiceProcess, cleanup, enriched_event
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from platform_common.kafka import RAW, Publisher, ensure_topics
 from platform_common.settings import CommonSettings
+from platform_common.testing import free_port, wait_http
 
 SERVICE = Path(__file__).resolve().parents[1]  # services/enrich
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw_event(text: dict[str, str], stream_id: str = "stream-1", event_id: str | None = None) -> dict:
@@ -34,20 +27,6 @@ def raw_event(text: dict[str, str], stream_id: str = "stream-1", event_id: str |
     return {"event_id": event_id or uuid.uuid4().hex, "delivery_id": uuid.uuid4().hex, "source": "demo",
             "type": "message.created", "stream_id": stream_id, "tenant": "default", "occurred_at": now,
             "received_at": now, "text": text, "metrics": {}, "attributes": {}, "raw_payload": json.dumps(text)}
-
-
-def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
 
 
 class EnrichProcess:
