@@ -78,11 +78,7 @@ def service_rate(workdir: Path) -> tuple[int, float]:
                                anomaly_alert_topic=f"bench.anomaly.out.{run}", anomaly_app_id=f"anomaly-bench-{run}",
                                anomaly_db_schema=f"anomaly_bench_{run}", anomaly_port=free_port())
     events = SERVICE_STREAMS * SERVICE_POINTS
-    env = {**os.environ, "ANOMALY_SOURCE_TOPIC": settings.anomaly_source_topic,
-           "ANOMALY_ALERT_TOPIC": settings.anomaly_alert_topic, "ANOMALY_APP_ID": settings.anomaly_app_id,
-           "ANOMALY_DB_SCHEMA": settings.anomaly_db_schema, "ANOMALY_PORT": str(settings.anomaly_port),
-           "STACK_DATA_DIR": str(workdir), "LOG_LEVEL": "WARNING", "TEST_LOG": str(workdir / "service.log")}
-    service = ServiceProcess(settings, env)
+    service = ServiceProcess(settings, workdir)
     try:
         asyncio.run(prefill(settings, SERVICE_STREAMS, SERVICE_POINTS))
         service.start()

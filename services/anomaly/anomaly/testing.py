@@ -3,10 +3,12 @@ them, and the clean-up of what a run made."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
@@ -16,9 +18,17 @@ from .settings import AnomalySettings
 
 
 class ServiceProcess:
-    def __init__(self, settings: AnomalySettings, env: dict[str, str]):
+    """`python -m anomaly` on the topics, consumer group, schema and port of `settings`, its data and log under
+    `workdir`; `env` adds or overrides variables (e.g. ANOMALY_BATCH_SECONDS)."""
+
+    def __init__(self, settings: AnomalySettings, workdir: Path, **env: str):
         self.settings = settings
-        self.env = env
+        s = settings
+        self.env = {**os.environ, "ANOMALY_SOURCE_TOPIC": s.anomaly_source_topic,
+                    "ANOMALY_ALERT_TOPIC": s.anomaly_alert_topic, "ANOMALY_APP_ID": s.anomaly_app_id,
+                    "ANOMALY_DB_SCHEMA": s.anomaly_db_schema, "ANOMALY_PORT": str(s.anomaly_port),
+                    "STACK_DATA_DIR": str(workdir), "LOG_LEVEL": "WARNING", "TEST_LOG": str(workdir / "service.log"),
+                    **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 import uuid
 
@@ -34,12 +33,8 @@ def anomaly_settings() -> AnomalySettings:
 def service(anomaly_settings, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("anomaly")
     s = anomaly_settings
-    env = {**os.environ, "ANOMALY_SOURCE_TOPIC": s.anomaly_source_topic, "ANOMALY_ALERT_TOPIC": s.anomaly_alert_topic,
-           "ANOMALY_APP_ID": s.anomaly_app_id, "ANOMALY_DB_SCHEMA": s.anomaly_db_schema,
-           "ANOMALY_PORT": str(s.anomaly_port), "ANOMALY_BATCH_SECONDS": "0.2", "STACK_DATA_DIR": str(tmp_path),
-           "LOG_LEVEL": "WARNING", "TEST_LOG": str(tmp_path / "service.log")}
     asyncio.run(ensure_topics(s, [s.anomaly_source_topic, s.anomaly_alert_topic]))
-    proc = ServiceProcess(s, env)
+    proc = ServiceProcess(s, tmp_path, ANOMALY_BATCH_SECONDS="0.2")
     proc.start()
     yield proc
     proc.stop()
@@ -124,8 +119,8 @@ async def post(settings: AnomalySettings, stream_id: str, values: list[float], s
     try:
         sent = []
         for i, v in enumerate(values):
-            payload = await publisher.serde.encode(settings.anomaly_source_topic, enriched_event(stream_id, start + i, v),
-                                                   "events.enriched.v1")
+            payload = await publisher.serde.encode(settings.anomaly_source_topic,
+                                                   enriched_event(stream_id, start + i, v), "events.enriched.v1")
             # straight to the producer: Publisher would replace the context with this process's (none here);
             # one idempotent producer keeps the stream's order without waiting for each ack
             sent.append(await publisher.producer.send(
