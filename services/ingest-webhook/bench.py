@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import psutil
 import uvloop
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
-from platform_common.testing import drop_topics, open_loop, percentile_with_missing, signed_request
+from platform_common.testing import drop_topics, free_port, open_loop, percentile_with_missing, signed_request
 
 from ingest_webhook.settings import IngestSettings
 from platform_common.avro import AvroSerde
@@ -61,12 +60,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def payload(i: int) -> bytes:

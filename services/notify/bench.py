@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from notify import slack
 from notify.dev_receivers import DevReceivers
 from notify.settings import NotifySettings
 from platform_common.kafka import ANOMALIES, Publisher, ensure_topics
-from platform_common.testing import drop_topics
+from platform_common.testing import drop_topics, free_port
 
 ALERTS = int(os.environ.get("NOTIFY_BENCH_ALERTS", "500"))
 PACED, PACED_RATE = 100, 5.0
@@ -53,12 +52,6 @@ def alert(run: str, n: int) -> dict:
             "value": 300.0, "score": 5.0, "threshold": 120.0, "severity": "critical", "window_start": now - 60_000,
             "window_end": now, "detector": "lstm-autoencoder", "model_version": "bench", "event_id": f"evt-{n}",
             "traceparent": None, "attributes": {}, "created_at": now}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import statistics
 import time
 import uuid
 from datetime import UTC, datetime

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+from platform_common.testing import free_port
 from standardwebhooks import Webhook
-from support.services import ServiceProcess, free_port
+from support.services import ServiceProcess
 
 SECRET = "whsec_ZGVtby1kZXZlbG9wbWVudC1zZWNyZXQtMzJieXRlcyE="
 MAX_BODY = 262144

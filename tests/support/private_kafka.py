@@ -22,14 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
+from platform_common.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "local"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:

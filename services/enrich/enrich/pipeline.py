@@ -107,9 +107,18 @@ class Enricher:
                 continue
             texts, status = plan(event, self.settings.enrich_max_text_chars)
             jobs.append(Job(record, event, texts, status))
+        # chunk by chunk, in order: the model workers infer the next chunks while this loop encodes and sends
+        step = self.settings.enrich_model_batch
+        inferences = [asyncio.ensure_future(self._infer_or_dead_letter(jobs[i:i + step]))
+                      for i in range(0, len(jobs), step)]
         sends = []
-        for job, enrichment in await self._infer_or_dead_letter(jobs):
-            sends.append(await self._send(job, enrichment))
+        try:
+            for inference in inferences:
+                for job, enrichment in await inference:
+                    sends.append(await self._send(job, enrichment))
+        finally:
+            for inference in inferences:
+                inference.cancel()
         await asyncio.gather(*sends)
 
     async def _decode(self, record: Record) -> dict:

@@ -32,7 +32,7 @@ class EnrichSettings(CommonSettings):
     # a killed worker's partitions move to a new one after this long without heartbeats
     enrich_session_timeout_s: float = 10.0
     # model micro-batching, request timeout and circuit breaker
-    enrich_model_batch: int = 512
+    enrich_model_batch: int = 256
     enrich_model_wait_ms: float = 2.0
     enrich_model_inflight: int = 2
     enrich_model_timeout_s: float = 5.0

@@ -6,7 +6,8 @@ import time
 
 import pytest
 from enrich.client import CircuitBreaker, ModelClient, ModelUnavailable, TritonBackend
-from enrich.testing import TopicReader, free_port, publish_raw, raw_event
+from enrich.testing import TopicReader, publish_raw, raw_event
+from platform_common.testing import free_port
 
 TEXTS = [
     "Tim Cook said Apple will ship the iPhone 15 Pro in Paris on March 3, 2025 for $999. Great news, up 12%!",

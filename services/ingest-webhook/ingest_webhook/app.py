@@ -14,7 +14,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 from platform_common.ops import kafka_check, ops_router, redis_check, registry_check
 from platform_common.service import init_service
-from platform_common.tracing import tracer
+from platform_common.tracing import current_span
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -96,10 +96,9 @@ def create_app(settings: IngestSettings | None = None, sources: dict[str, Source
     async def receive(request: Request,
                       source: str = Path(description="Source name from the sources file", examples=["demo"])):
         # the SERVER span of the webhook request roots the event's trace (or continues the sender's)
-        with tracer().start_as_current_span("POST /webhooks/{source}", context=propagate.extract(request.headers),
-                                            kind=SpanKind.SERVER, attributes={
-                                                "http.request.method": "POST", "http.route": "/webhooks/{source}",
-                                                "url.path": request.url.path}) as span:
+        with current_span("POST /webhooks/{source}", SpanKind.SERVER, {
+                "http.request.method": "POST", "http.route": "/webhooks/{source}", "url.path": request.url.path},
+                propagate.extract(request.headers)) as span:
             try:
                 status, answer = await request.app.state.intake.receive(source, request)
             except IngestError as e:

@@ -89,7 +89,8 @@ class Intake:
             raise IngestError(415, "unsupported_media_type", "the body must be application/json")
         try:
             # a slow-loris sender must not hold a connection and its buffer for ever
-            body = await asyncio.wait_for(read_body(request, source.max_body_bytes), self.body_timeout)
+            async with asyncio.timeout(self.body_timeout):  # unlike wait_for, no extra task per request
+                body = await read_body(request, source.max_body_bytes)
         except asyncio.TimeoutError:
             raise IngestError(408, "request_timeout", f"the body did not arrive within {self.body_timeout:g} s",
                               {"Connection": "close"}) from None

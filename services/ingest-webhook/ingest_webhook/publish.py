@@ -43,8 +43,8 @@ class EventPublisher:
         source = event["source"]
         try:
             payload = await self.serde.encode(self.topic, event, schema_of=RAW)
-            meta = await asyncio.wait_for(self.publisher.send(self.topic, event["stream_id"], payload),
-                                          timeout or self.timeout)
+            async with asyncio.timeout(timeout or self.timeout):
+                meta = await self.publisher.send(self.topic, event["stream_id"], payload)
         except Exception as e:
             # a timed-out send may still be written later: the client's retry then repeats the same event_id,
             # which the sinks are idempotent on; what matters is that nothing unstored is acknowledged

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import importlib.util
 import secrets as pysecrets
-import socket
 import threading
 import time
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from platform_common.testing import drop_topics
+from platform_common.testing import drop_topics, free_port
 from standardwebhooks import Webhook
 
 from ingest_webhook.app import create_app
@@ -37,12 +36,6 @@ def _load_private_kafka():
 
 
 PrivateKafka = _load_private_kafka()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def whsec() -> str:

@@ -4,9 +4,10 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections import Counter
+
+from platform_common.testing import free_port
 
 # slow receivers (5 a second), so that the kill lands while deliveries are still going on
 ROUTES = """
@@ -20,12 +21,6 @@ route:
     - {matchers: ['severity="critical"'], receiver: pd, continue: true}
     - receiver: slack-ok
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def start_notify(settings, routes, log) -> asyncio.subprocess.Process:

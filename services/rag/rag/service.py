@@ -9,7 +9,7 @@ import logging
 import redis.asyncio as redis
 from aiokafka import ConsumerRecord
 
-from platform_common.kafka import CONTEXTUALIZED, DOCUMENTS, Publisher, ReliableConsumer, ensure_topics
+from platform_common.kafka import CONTEXTUALIZED, Publisher, ReliableConsumer, ensure_topics
 from platform_common.llm import LLM, EmbeddedLLM, make_llm
 from platform_common.ops import kafka_check, postgres_check, redis_check, registry_check
 

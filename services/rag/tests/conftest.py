@@ -3,7 +3,6 @@ an OpenAI-compatible stub for tests that are not about generation quality."""
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from rag.embedder import Embedder
 from rag.ingest import Indexer
 from rag.settings import RagSettings
 from rag.store import Store
+from platform_common.testing import free_port
 
 DATA = Path(__file__).with_name("data")
 _EMBEDDER = Embedder()  # loading takes seconds: one per test session
@@ -63,12 +63,6 @@ async def indexer(store: Store, embedder: Embedder) -> Indexer:
     indexer = Indexer(store, embedder, ChunkingConfig(max_words=20, overlap_words=5))
     await indexer.open()
     return indexer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StubChat:

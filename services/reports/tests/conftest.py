@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
 from platform_common.kafka import Publisher, ensure_topics
+from platform_common.testing import free_port
 from reports.config import Config, ReportDefinition, User, hash_password
 from reports.generator import ReportGenerator
 from reports.rag_client import RagClient
@@ -26,12 +26,6 @@ from reports.store import Store
 PERIOD_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SPIKE_AT = PERIOD_END - timedelta(hours=5, minutes=30)
 SPIKE = 97.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.asynccontextmanager
