@@ -168,7 +168,8 @@ def start_kafka() -> list[str]:
     base = [exe, "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", kafka_classpath()]
     if not (home / "logs" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        run([*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(conf)], "formatting Kafka storage")
+        # one id in 64 starts with "-": written as --cluster-id=<id>, it is not taken for an option
+        run([*base, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(conf)], "formatting Kafka storage")
     return [*base, "kafka.Kafka", str(conf)]
 
 

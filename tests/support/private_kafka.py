@@ -60,7 +60,7 @@ class PrivateKafka:
             .replace("num.partitions=3", "num.partitions=1")
             .replace("offsets.topic.num.partitions=10", "offsets.topic.num.partitions=1"))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run([*self._base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.conf)],
+        subprocess.run([*self._base, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.conf)],
                        check=True, capture_output=True)
 
     @property
