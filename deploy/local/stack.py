@@ -167,10 +167,15 @@ def start_kafka() -> list[str]:
     log4j = Path(__file__).with_name("log4j2.properties")
     base = [exe, "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", kafka_classpath()]
     if not (home / "logs" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        # one id in 64 starts with "-": written as --cluster-id=<id>, it is not taken for an option
-        run([*base, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(conf)], "formatting Kafka storage")
+        run(kafka_format_command(base, conf), "formatting Kafka storage")
     return [*base, "kafka.Kafka", str(conf)]
+
+
+def kafka_format_command(base: list[str], conf: Path) -> list[str]:
+    """Formats the log folders of `conf` for a new single-node KRaft cluster with a random cluster id."""
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # one id in 64 starts with "-": written as --cluster-id=<id>, it is not taken for an option
+    return [*base, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(conf)]
 
 
 def start_registry() -> tuple[list[str], dict]:

@@ -11,15 +11,14 @@ temporary data folder; `stop()` kills it, `start()` brings it back on the same p
 
 from __future__ import annotations
 
-import base64
+import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from platform_common.testing import free_port
@@ -28,16 +27,16 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "local"
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.3)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def _load_stack():
+    # deploy/local is a folder of scripts, not a package: the broker is started the way `make up` starts its own
+    spec = importlib.util.spec_from_file_location("local_stack", STACK / "stack.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
-def _classpath() -> str:
-    if os.environ.get("KAFKA_HOME"):
-        return str(Path(os.environ["KAFKA_HOME"], "libs", "*"))
-    return str(ROOT / ".cache" / "stack" / "kafka" / "*")
+stack = _load_stack()
 
 
 class PrivateKafka:
@@ -48,7 +47,7 @@ class PrivateKafka:
         self.process: subprocess.Popen | None = None
         java = shutil.which("java") or str(Path(os.environ.get("JAVA_HOME", "/usr"), "bin", "java"))
         self._base = [java, "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-                      f"-Dlog4j2.configurationFile={STACK / 'log4j2.properties'}", "-cp", _classpath()]
+                      f"-Dlog4j2.configurationFile={STACK / 'log4j2.properties'}", "-cp", stack.kafka_classpath()]
         self.conf = self.home / "server.properties"
         self.conf.write_text(
             (STACK / "kafka.properties").read_text()
@@ -59,9 +58,7 @@ class PrivateKafka:
             # one partition per topic and a small footprint: this broker only serves one test
             .replace("num.partitions=3", "num.partitions=1")
             .replace("offsets.topic.num.partitions=10", "offsets.topic.num.partitions=1"))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run([*self._base, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.conf)],
-                       check=True, capture_output=True)
+        subprocess.run(stack.kafka_format_command(self._base, self.conf), check=True, capture_output=True)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -74,7 +71,7 @@ class PrivateKafka:
         self.process = subprocess.Popen([*self._base, "kafka.Kafka", str(self.conf)], stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
-        while not _port_open(self.port):
+        while not stack.port_open(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = (self.home / "kafka.log").read_text(errors="replace")[-2000:]
