@@ -3,7 +3,8 @@
 A delivery is claimed with an atomic set-if-absent that carries a unique token and an expiry. The claim becomes
 the event's coordinates once Kafka acknowledged it, or is released if publishing failed, so the publisher's retry
 is published rather than lost. A duplicate arriving while the first is in flight waits for its outcome.
-The same script counts the request in its source's rate window first, so admission is one Redis round trip.
+The same script counts the request in its source's rate window first, so admission is one Redis call; the calls of
+concurrent requests share a pipeline (autopipeline.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
+from .autopipeline import AutoPipeline
 from .ratelimit import RateLimited, RateWindow
 
 PENDING = b"pending:"
@@ -51,9 +53,7 @@ class Claim:
 
 class ReplayGuard:
     def __init__(self, redis: Redis, prefix: str = "ingest:delivery", poll: float = 0.02):
-        self._admit = redis.register_script(_ADMIT)
-        self._complete = redis.register_script(_COMPLETE)
-        self._release = redis.register_script(_RELEASE)
+        self.redis = AutoPipeline(redis)
         self.prefix = prefix
         self.poll = poll
 
@@ -64,7 +64,7 @@ class ReplayGuard:
         token = PENDING.decode() + uuid.uuid4().hex
         deadline = time.monotonic() + wait
         while True:
-            found = await self._admit(keys=[key, rate.key], args=[token, window, rate.limit, rate.expiry])
+            found = await self.redis.eval(_ADMIT, [key, rate.key], [token, window, rate.limit, rate.expiry])
             if found == 0:
                 raise RateLimited(rate.retry_after)
             if found == 1:
@@ -76,7 +76,7 @@ class ReplayGuard:
             await asyncio.sleep(self.poll)
 
     async def complete(self, claim: Claim, coordinates: dict) -> None:
-        await self._complete(keys=[claim.key], args=[claim.token, orjson.dumps(coordinates)])
+        await self.redis.eval(_COMPLETE, [claim.key], [claim.token, orjson.dumps(coordinates)])
 
     async def release(self, claim: Claim) -> None:
-        await self._release(keys=[claim.key], args=[claim.token])
+        await self.redis.eval(_RELEASE, [claim.key], [claim.token])
