@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 Check = Callable[[], Awaitable[object]]
 
@@ -37,9 +38,19 @@ def ops_router(checks: dict[str, Check], timeout: float = 2.0) -> APIRouter:
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _registry() -> CollectorRegistry:
+    """The metrics of this process, or of all its sibling worker processes when they share a
+    PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode): any worker may answer the scrape."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 def ops_app(title: str, checks: dict[str, Check]) -> FastAPI:

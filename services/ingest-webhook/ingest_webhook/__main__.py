@@ -1,10 +1,15 @@
-"""`python -m ingest_webhook`: checks the sources and their secrets, then serves on INGEST_PORT (default 8000)."""
+"""`python -m ingest_webhook`: checks the sources and their secrets, then serves on INGEST_PORT (default 8000)
+in INGEST_WORKERS processes."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
+from .listener import ReusePortListener
 from .settings import IngestSettings
 from .sources import SourceConfigError, load_sources, missing_dev_secrets, read_config
 
@@ -20,9 +25,27 @@ def main() -> None:
     except SourceConfigError as e:
         print(f"ingest-webhook: {e}", file=sys.stderr)
         sys.exit(2)
-    uvicorn.run("ingest_webhook.app:create_app", factory=True, host=settings.ingest_host, port=settings.ingest_port,
-                workers=settings.ingest_workers, loop="uvloop", http="httptools", log_config=None,
-                access_log=False, timeout_graceful_shutdown=5)
+    app = "ingest_webhook.app:create_app"
+    options = dict(factory=True, host=settings.ingest_host, port=settings.ingest_port, loop="uvloop", http="httptools",
+                   log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    if settings.ingest_workers == 1:
+        uvicorn.run(app, **options)
+        return
+    try:
+        listener = ReusePortListener(settings.ingest_host, settings.ingest_port)
+    except OSError as e:
+        print(f"ingest-webhook: cannot listen on {settings.ingest_host}:{settings.ingest_port}: {e.strerror}",
+              file=sys.stderr)
+        sys.exit(1)
+    # each worker counts into files of its own there, and whichever worker is scraped sums them all (ops.py);
+    # a directory given by the operator is theirs to empty between runs, as prometheus_client documents
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = given or tempfile.mkdtemp(prefix="ingest-webhook-metrics-")
+    try:
+        Multiprocess(uvicorn.Config(app, workers=settings.ingest_workers, **options), sockets=[listener]).run()
+    finally:
+        if not given:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 if __name__ == "__main__":
