@@ -29,11 +29,11 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psutil
 import uvloop
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
-from platform_common.testing import drop_topics, free_port, open_loop, percentile_with_missing, signed_request
+from platform_common.testing import (cpu_seconds, drop_topics, free_port, open_loop, percentile_with_missing,
+                                     signed_request)
 
 from ingest_webhook.settings import IngestSettings
 from platform_common.avro import AvroSerde
@@ -77,19 +77,6 @@ def stored(settings: IngestSettings, topic: str) -> int:
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
     finally:
         consumer.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of the service: its process and its uvicorn workers."""
-    main = psutil.Process(pid)
-    total = 0.0
-    for p in [main, *main.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def run_wrk(url: str, requests: list[bytes], seconds: int, workdir: Path) -> dict:

@@ -15,12 +15,26 @@ import uuid
 from collections.abc import Iterable
 
 import httpx
+import psutil
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from .settings import CommonSettings
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its children, e.g. a service and its workers."""
+    main = psutil.Process(pid)
+    total = 0.0
+    for p in [main, *main.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def free_port() -> int:
@@ -115,11 +129,11 @@ def signed_request(key: bytes, body: bytes, port: int) -> bytes:
             f"webhook-signature: v1,{sig}\r\n\r\n").encode() + body
 
 
-async def open_loop(port: int, requests: Iterable[bytes], rate: float,
-                    connections: int = 64) -> tuple[list[float], dict[int, int]]:
+async def open_loop(port: int, requests: Iterable[bytes], rate: float, connections: int = 64,
+                    start: float | None = None) -> tuple[list[float], dict[int, int]]:
     """Open loop over `connections` keep-alive sockets: request i is due at start + i/rate, whatever happened
     before, and its latency counts from that moment (no coordinated omission). `requests` may be a generator, so
-    that each request is signed when it is due."""
+    that each request is signed when it is due. `start` (time.time()) lets the caller know every due moment."""
     jobs: asyncio.Queue = asyncio.Queue()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -138,9 +152,9 @@ async def open_loop(port: int, requests: Iterable[bytes], rate: float,
         writer.close()
 
     workers = [asyncio.create_task(connection()) for _ in range(connections)]
-    start = time.perf_counter() + 0.2
+    first = time.perf_counter() + (0.2 if start is None else start - time.time())
     for i, raw in enumerate(requests):
-        due = start + i / rate
+        due = first + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
