@@ -17,6 +17,8 @@ class IngestSettings(CommonSettings):
     ingest_publish_timeout: float = 2.0
     # the longest a sender may take to send a body (408 after it), so slow senders cannot pile up connections
     ingest_body_timeout: float = 10.0
-    ingest_linger_ms: int = 2
+    # no linger: records arriving while a produce request is in flight are batched anyway (one request in flight
+    # per broker with idempotence); measured at a fixed 1,250/s, p50 11 -> 9 ms, throughput unchanged
+    ingest_linger_ms: int = 0
     # 1: a source whose secret variable is unset gets a fixed, printed development secret instead of refusing to start
     ingest_dev_secrets: bool = False
