@@ -28,7 +28,7 @@ from anomaly import backtest, nab
 from anomaly.detector import DetectorConfig, MetricDetector
 from anomaly.model import train
 from anomaly.settings import AnomalySettings
-from anomaly.testing import ServiceProcess, cleanup, enriched_event
+from anomaly.testing import AnomalyProcess, cleanup, enriched_event
 
 REPO = Path(__file__).resolve().parents[2]
 NAB_DIR = REPO.parent / "shared" / "datasets" / "nab-dev"
@@ -78,7 +78,7 @@ def service_rate(workdir: Path) -> tuple[int, float]:
                                anomaly_alert_topic=f"bench.anomaly.out.{run}", anomaly_app_id=f"anomaly-bench-{run}",
                                anomaly_db_schema=f"anomaly_bench_{run}", anomaly_port=free_port())
     events = SERVICE_STREAMS * SERVICE_POINTS
-    service = ServiceProcess(settings, workdir)
+    service = AnomalyProcess(settings, workdir)
     try:
         asyncio.run(prefill(settings, SERVICE_STREAMS, SERVICE_POINTS))
         service.start()

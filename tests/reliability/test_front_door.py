@@ -12,9 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from platform_common.testing import free_port
+from platform_common.testing import ServiceProcess, free_port
 from standardwebhooks import Webhook
-from support.services import ServiceProcess
 
 SECRET = "whsec_ZGVtby1kZXZlbG9wbWVudC1zZWNyZXQtMzJieXRlcyE="
 MAX_BODY = 262144

@@ -11,10 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-from platform_common.testing import free_port
+from platform_common.testing import ServiceProcess, free_port
 from standardwebhooks import Webhook
-
-from .services import ServiceProcess
 
 SECRET = "whsec_ZGVtby1kZXZlbG9wbWVudC1zZWNyZXQtMzJieXRlcyE="
 ROUTING_KEY = "testroutingkey0123456789abcdef01"

@@ -7,12 +7,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 import httpx
 import psutil
@@ -22,6 +26,50 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from .settings import CommonSettings
+
+
+class ServiceProcess:
+    """`python -m <module>` as `make run` starts it, in a process group of its own (its workers included), its
+    output appended to `<log_dir>/<name>.log`; ready once `ready_path` on `port` answers 200."""
+
+    def __init__(self, name: str, module: str, port: int, env: dict[str, str], log_dir: Path,
+                 args: tuple[str, ...] = (), ready_path: str = "/readyz"):
+        self.name, self.module, self.port, self.args, self.ready_path = name, module, port, args, ready_path
+        self.env = {**os.environ, **env}
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ServiceProcess":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        try:
+            wait_http(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout, self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            raise type(e)(f"{self.name}: {e}\n{self.tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit; what a crash does."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
 
 def cpu_seconds(pid: int) -> float:

@@ -3,47 +3,32 @@ them, and the clean-up of what a run made."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
-from platform_common.testing import wait_http
+from platform_common.testing import ServiceProcess
 
 from .settings import AnomalySettings
 
 
-class ServiceProcess:
+class AnomalyProcess(ServiceProcess):
     """`python -m anomaly` on the topics, consumer group, schema and port of `settings`, its data and log under
     `workdir`; `env` adds or overrides variables (e.g. ANOMALY_BATCH_SECONDS)."""
 
     def __init__(self, settings: AnomalySettings, workdir: Path, **env: str):
-        self.settings = settings
         s = settings
-        self.env = {**os.environ, "ANOMALY_SOURCE_TOPIC": s.anomaly_source_topic,
-                    "ANOMALY_ALERT_TOPIC": s.anomaly_alert_topic, "ANOMALY_APP_ID": s.anomaly_app_id,
-                    "ANOMALY_DB_SCHEMA": s.anomaly_db_schema, "ANOMALY_PORT": str(s.anomaly_port),
-                    "STACK_DATA_DIR": str(workdir), "LOG_LEVEL": "WARNING", "TEST_LOG": str(workdir / "service.log"),
-                    **env}
-        self.proc: subprocess.Popen | None = None
+        super().__init__("anomaly", "anomaly", s.anomaly_port, {
+            "ANOMALY_SOURCE_TOPIC": s.anomaly_source_topic, "ANOMALY_ALERT_TOPIC": s.anomaly_alert_topic,
+            "ANOMALY_APP_ID": s.anomaly_app_id, "ANOMALY_DB_SCHEMA": s.anomaly_db_schema,
+            "ANOMALY_PORT": str(s.anomaly_port), "STACK_DATA_DIR": str(workdir), "LOG_LEVEL": "WARNING", **env},
+            workdir)
 
-    def start(self) -> None:
-        log = open(self.env["TEST_LOG"], "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "anomaly"], env=self.env, stdout=log, stderr=log)
-        wait_http(f"http://127.0.0.1:{self.settings.anomaly_port}/readyz", 60, self.proc)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def start(self) -> "AnomalyProcess":
+        super().start()
+        self.wait_ready(60)
+        return self
 
 
 def enriched_event(stream_id: str, i: int, value: float) -> dict:

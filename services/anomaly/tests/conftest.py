@@ -16,7 +16,7 @@ from platform_common.kafka import Publisher, dlq, ensure_topics
 from platform_common.testing import decode_avro, free_port, read_messages
 
 from anomaly.settings import AnomalySettings
-from anomaly.testing import ServiceProcess, cleanup, enriched_event
+from anomaly.testing import AnomalyProcess, cleanup, enriched_event
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def service(anomaly_settings, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("anomaly")
     s = anomaly_settings
     asyncio.run(ensure_topics(s, [s.anomaly_source_topic, s.anomaly_alert_topic]))
-    proc = ServiceProcess(s, tmp_path, ANOMALY_BATCH_SECONDS="0.2")
+    proc = AnomalyProcess(s, tmp_path, ANOMALY_BATCH_SECONDS="0.2")
     proc.start()
     yield proc
     proc.stop()

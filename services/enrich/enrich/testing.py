@@ -4,9 +4,7 @@ a reader of the enriched topic with confluent-kafka (an independent client)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +15,7 @@ from pathlib import Path
 
 from platform_common.kafka import RAW, Publisher, ensure_topics
 from platform_common.settings import CommonSettings
-from platform_common.testing import free_port, wait_http
+from platform_common.testing import ServiceProcess, drop_topics, free_port, wait_http
 
 SERVICE = Path(__file__).resolve().parents[1]  # services/enrich
 
@@ -29,45 +27,28 @@ def raw_event(text: dict[str, str], stream_id: str = "stream-1", event_id: str |
             "received_at": now, "text": text, "metrics": {}, "attributes": {}, "raw_payload": json.dumps(text)}
 
 
-class EnrichProcess:
+class EnrichProcess(ServiceProcess):
     """`python -m enrich` with its own app id (consumer group), topics, state dir and port."""
 
     def __init__(self, run_id: str, data_dir: Path, **env: str):
         self.run_id = run_id
         self.input = f"test.enrich.raw.{run_id}"
         self.output = f"test.enrich.enriched.{run_id}"
-        self.port = free_port()
-        self.env = {**os.environ, "ENRICH_APP_ID": f"enrich-test-{run_id}", "ENRICH_INPUT_TOPIC": self.input,
-                    "ENRICH_OUTPUT_TOPIC": self.output, "ENRICH_PORT": str(self.port), "STACK_DATA_DIR": str(data_dir),
-                    "SERVICE_NAME": "enrich-test", "LOG_LEVEL": "WARNING", **env}
-        self.log = data_dir / f"enrich-{run_id}.log"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(f"enrich-{run_id}", "enrich", free_port(), {
+            "ENRICH_APP_ID": f"enrich-test-{run_id}", "ENRICH_INPUT_TOPIC": self.input,
+            "ENRICH_OUTPUT_TOPIC": self.output, "STACK_DATA_DIR": str(data_dir), "SERVICE_NAME": "enrich-test",
+            "LOG_LEVEL": "WARNING", **env}, data_dir, ready_path="/healthz")
 
-    def start(self) -> None:
-        self.port = free_port()
+    def start(self) -> "EnrichProcess":
+        self.port = free_port()  # a fresh port at each start: a killed process's port may not be free again at once
         self.env["ENRICH_PORT"] = str(self.port)
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "enrich"], env=self.env, stdout=out, stderr=out)
-        wait_http(f"http://127.0.0.1:{self.port}/healthz", proc=self.proc)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        super().start()
+        self.wait_ready()
+        return self
 
     def cleanup(self) -> None:
         """Deletes the run's topics and their schema subjects (the stack is shared)."""
-        from platform_common.testing import drop_topics
-
         drop_topics(CommonSettings(), [self.input, self.output])
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 async def publish_raw(publisher: Publisher, settings: CommonSettings, topic: str, events: list[dict]) -> None:

@@ -144,5 +144,5 @@ async def test_record_the_model_refuses_goes_to_the_dlq_and_the_rest_is_enriched
         msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
     assert value["event_id"] == refused["event_id"]
     assert "7946" not in value["text"]["body"] and "[PHONE]" in value["text"]["body"]
-    log = service.log.read_text()
+    log = service.log_path.read_text()
     assert "dead-lettering" in log and "7946 0958" not in log

@@ -101,7 +101,7 @@ async def test_undecodable_record_goes_to_the_dlq_with_reason_and_masked(service
     assert headers["dlq.reason"].startswith(b"undecodable record")
     assert headers["dlq.source.topic"] == service.input.encode()
     assert b"jane.doe" not in msg.value() and b"4111" not in msg.value() and b"[EMAIL]" in msg.value()
-    assert "dead-lettering" in service.log.read_text() and "jane.doe" not in service.log.read_text()
+    assert "dead-lettering" in service.log_path.read_text() and "jane.doe" not in service.log_path.read_text()
 
 
 async def test_ops_endpoints(service):
