@@ -165,7 +165,11 @@ def start_kafka() -> list[str]:
     conf.write_text((Path(__file__).with_name("kafka.properties").read_text()
                      .replace("@LOG_DIRS@", str(home / "logs"))))
     log4j = Path(__file__).with_name("log4j2.properties")
-    base = [exe, "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", kafka_classpath()]
+    # the JVM options Kafka's own kafka-run-class.sh starts brokers with: G1 held to short pauses, which a
+    # request waiting on acks=all would otherwise sit through (G1's default pause target is 200 ms)
+    base = [exe, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+            f"-Dlog4j2.configurationFile={log4j}", "-cp", kafka_classpath()]
     if not (home / "logs" / "meta.properties").exists():
         run(kafka_format_command(base, conf), "formatting Kafka storage")
     return [*base, "kafka.Kafka", str(conf)]
