@@ -4,10 +4,11 @@ processes against the running stack, on per-run topics; prints one markdown sect
     .venv/bin/python deploy/local/bench_pipeline.py [--seconds S] [--rate 1250] [--step 250]
 
 For each rate, a warm-up first sends each stream's first 240 points and waits until the anomaly service has trained
-the streams' models (not measured: the pipeline's steady state is what the figures describe). Then an open-loop client (`platform_common.testing.open_loop`: pre-signed raw requests over 64 keep-alive
-sockets, each due at a fixed moment whatever happened before) posts metric streams with a spike near their end for S
-seconds. Latencies count from the moment each webhook was due to be sent, so a backlog at the intake counts too (no
-coordinated omission), and end at Kafka record timestamps, written by the services on this same host:
+the streams' models (not measured: the figures describe the pipeline's steady state). Then an open-loop client
+(`platform_common.testing.open_loop`: pre-signed raw requests over 64 keep-alive sockets, each due at a fixed moment
+whatever happened before) posts metric streams with a spike near their end for S seconds. Latencies count from the
+moment each webhook was due to be sent, so a backlog at the intake counts too (no coordinated omission), and end at
+Kafka record timestamps, written by the services on this same host:
 - webhook -> 202: the client's own measure;
 - webhook -> enriched event published: the `events.enriched.v1` record's timestamp;
 - webhook -> alert delivered: the timestamp of the `notifications.v1` outcome `delivered` of the alert that the
@@ -212,10 +213,10 @@ def main() -> None:
           f"with the local models, anomaly, notify, local receivers) on {os.cpu_count()} cores shared with the stack "
           f"and the load generator; open-loop signed webhooks for {args.seconds} s per rate, {POINTS_PER_STREAM} "
           f"points per stream after a warm-up of {WARMUP_POINTS} points whose models are trained before measuring, "
-          "each stream spiking near its end. Latencies from the moment each webhook was due to be "
-          "sent (a backlog at the intake counts) to the 202, or to the Kafka record timestamp of its enriched event "
-          "or of its alert's delivery (notify without grouping delay or rate limits). Sustainable: every webhook answered 202 and webhook -> enriched p95 under "
-          f"{TARGET_P95_S:g} s (the target at 1,250/s).\n")
+          "each stream spiking near its end. Latencies from the moment each webhook was due to be sent (a backlog "
+          "at the intake counts) to the 202, or to the Kafka record timestamp of its enriched event or of its "
+          "alert's delivery (notify without grouping delay or rate limits). Sustainable: every webhook answered 202 "
+          f"and webhook -> enriched p95 under {TARGET_P95_S:g} s (the target at 1,250/s).\n")
     print("| offered rate /s | answered 202 / sent | answered /s | webhook -> 202 p50 / p95 / p99 | enriched "
           "| webhook -> enriched p50 / p95 / p99 | alerts (streams spiked), deliveries "
           "| webhook -> alert delivered p50 / p95 / p99 | sustainable |")
