@@ -33,7 +33,6 @@ from pathlib import Path
 import httpx
 import psutil
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -42,7 +41,7 @@ from support.platform import SECRET, Platform, metric_payloads  # noqa: E402
 
 from platform_common.avro import AvroSerde  # noqa: E402
 from platform_common.settings import CommonSettings  # noqa: E402
-from platform_common.testing import (consumer_lag, cpu_seconds, drop_topics, open_loop,  # noqa: E402
+from platform_common.testing import (consumer_lag, cpu_seconds, drop_topics, metric_sum, open_loop,  # noqa: E402
                                      percentile_with_missing, signed_request)
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
@@ -109,8 +108,7 @@ def pct(values: list[float], q: float) -> float:
 def trainings(platform: Platform) -> float:
     """Models the anomaly service has trained (or failed to) since it started."""
     metrics = httpx.get(f"http://127.0.0.1:{platform.ports['anomaly']}/metrics", timeout=10).text
-    return sum(sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
-               if sample.name == "anomaly_trainings_total")
+    return metric_sum(metrics, "anomaly_trainings_total")
 
 
 def warm_up(platform: Platform, payloads: list[dict], rate: int, streams: int) -> None:

@@ -45,8 +45,7 @@ class PrivateKafka:
         self.home = Path(tempfile.mkdtemp(prefix="private-kafka-"))
         self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
-        java = shutil.which("java") or str(Path(os.environ.get("JAVA_HOME", "/usr"), "bin", "java"))
-        self._base = [java, "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+        self._base = [stack.java(), "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                       f"-Dlog4j2.configurationFile={STACK / 'log4j2.properties'}", "-cp", stack.kafka_classpath()]
         self.conf = self.home / "server.properties"
         self.conf.write_text(

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client.parser import text_string_to_metric_families
 
 from .settings import CommonSettings
 
@@ -70,6 +71,12 @@ class ServiceProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def metric_sum(exposition: str, sample: str, **labels: str) -> float:
+    """The sum of the samples named `sample` (e.g. `x_total`) carrying `labels`, in Prometheus text exposition."""
+    return sum(s.value for family in text_string_to_metric_families(exposition) for s in family.samples
+               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def cpu_seconds(pid: int) -> float:
