@@ -182,17 +182,29 @@ class ReliableConsumer:
                 await self.handler(value, record)
 
     async def dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
-        reason = f"{type(error).__name__}: {error}"[:1000]
-        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        headers = [*(record.headers or ()),
-                   ("dlq.reason", reason.encode()),
-                   ("dlq.source.topic", record.topic.encode()),
-                   ("dlq.source.partition", str(record.partition).encode()),
-                   ("dlq.source.offset", str(record.offset).encode()),
-                   ("dlq.consumer.group", self.group_id.encode()),
-                   ("dlq.stack", "".join(traceback.format_exception(error))[-4000:].encode())]
-        key = record.key.decode(errors="replace") if record.key is not None else None
-        # the original bytes go to the DLQ untouched, so a fixed consumer can replay them
-        await self.publisher.send(dlq(record.topic), key, record.value, headers)
-        DEAD_LETTERED.labels(record.topic, self.group_id).inc()
+        await dead_letter(self.publisher, record, error, self.group_id)
         CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()
+
+
+Redact = Callable[[bytes | None], bytes | None]
+
+
+async def dead_letter(publisher: Publisher, record: Any, error: BaseException, group_id: str,
+                      redact: Redact | None = None) -> None:
+    """The one dead-letter writer: `record` (anything with topic, partition, offset, key, value and headers) goes to
+    `<topic>.dlq` with the same headers from every service. The value is kept byte for byte, so a fixed consumer can
+    replay it, unless `redact` masks it (enrich masks PII that must not sit in a DLQ)."""
+    reason = f"{type(error).__name__}: {error}"[:1000]
+    log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+    headers = [*(record.headers or ()),
+               ("dlq.reason", reason.encode()),
+               ("dlq.exception.type", f"{type(error).__module__}.{type(error).__qualname__}".encode()),
+               ("dlq.stack", "".join(traceback.format_exception(error))[-4000:].encode()),
+               ("dlq.source.topic", record.topic.encode()),
+               ("dlq.source.partition", str(record.partition).encode()),
+               ("dlq.source.offset", str(record.offset).encode()),
+               ("dlq.consumer.group", group_id.encode())]
+    key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else record.key
+    value = redact(record.value) if redact else record.value
+    await publisher.send(dlq(record.topic), key, value, headers)
+    DEAD_LETTERED.labels(record.topic, group_id).inc()

