@@ -11,13 +11,17 @@ from uvicorn.supervisors import Multiprocess
 
 from .listener import ReusePortListener
 from .settings import IngestSettings
-from .sources import SourceConfigError, load_sources, missing_dev_secrets, read_config
+from .sources import SourceConfigError, is_loopback, load_sources, missing_dev_secrets, read_config
 
 
 def main() -> None:
     settings = IngestSettings()
+    host = settings.listen_host
     try:
         if settings.ingest_dev_secrets:
+            if not is_loopback(host):
+                raise SourceConfigError(f"INGEST_DEV_SECRETS=1 is refused on {host}: development secrets are "
+                                        "published, so they only serve on loopback (INGEST_HOST=127.0.0.1)")
             for variable, secret in missing_dev_secrets(read_config(settings.ingest_sources_file), os.environ).items():
                 os.environ[variable] = secret  # inherited by the uvicorn workers
                 print(f"ingest-webhook: development secret {variable}={secret}", file=sys.stderr, flush=True)
@@ -26,15 +30,15 @@ def main() -> None:
         print(f"ingest-webhook: {e}", file=sys.stderr)
         sys.exit(2)
     app = "ingest_webhook.app:create_app"
-    options = dict(factory=True, host=settings.ingest_host, port=settings.ingest_port, loop="uvloop", http="httptools",
+    options = dict(factory=True, host=host, port=settings.ingest_port, loop="uvloop", http="httptools",
                    log_config=None, access_log=False, timeout_graceful_shutdown=5)
     if settings.ingest_workers == 1:
         uvicorn.run(app, **options)
         return
     try:
-        listener = ReusePortListener(settings.ingest_host, settings.ingest_port)
+        listener = ReusePortListener(host, settings.ingest_port)
     except OSError as e:
-        print(f"ingest-webhook: cannot listen on {settings.ingest_host}:{settings.ingest_port}: {e.strerror}",
+        print(f"ingest-webhook: cannot listen on {host}:{settings.ingest_port}: {e.strerror}",
               file=sys.stderr)
         sys.exit(1)
     # each worker counts into files of its own there, and whichever worker is scraped sums them all (ops.py);

@@ -52,12 +52,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_json(body: bytes):
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits, which JSON allows: the standard parser takes those
-        return json.loads(body)
+        # orjson refuses integers beyond 64 bits, which JSON allows: the standard parser takes those, but not
+        # the NaN and Infinity it would otherwise accept (RFC 8259 has no such numbers; Avro and JSON out
+        # could not carry them)
+        return json.loads(body, parse_constant=_not_json)
 
 
 class Intake:
@@ -108,14 +114,17 @@ class Intake:
         try:
             event = source.mapping.to_event(
                 payload, source=source.name, delivery_id=verified.delivery_id, received_at=int(now * 1000),
-                signed_at=verified.timestamp, raw_payload=raw_payload, headers=dict(request.headers))
+                signed_at=verified.timestamp, raw_payload=raw_payload, headers=dict(request.headers),
+                tenant=source.tenant, default_stream_id=source.default_stream_id, dedup_id=verified.dedup_id)
         except MappingError as e:
             raise IngestError(422, "unmappable_payload", str(e)) from None
 
         admitted = time.monotonic()
         try:
             # a seen id within the window is a replay; the key outlives a signed timestamp's whole validity
-            claim = await self.replay.claim(source.name, event["delivery_id"], 2 * source.tolerance_seconds,
+            # (GitHub signs no time nor id: its body's HMAC is remembered for the source's window of days)
+            claim = await self.replay.claim(source.name, verified.dedup_id or event["delivery_id"],
+                                            source.dedup_seconds,
                                             self.publish_timeout,
                                             current_window(source.name, source.rate_limit, source.rate_period, now))
         except RateLimited as e:

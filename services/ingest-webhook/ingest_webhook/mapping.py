@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -88,6 +89,39 @@ def _text(value: Any, field: str, required: bool) -> str | None:
     return _scalar_text(value)
 
 
+@dataclass(frozen=True)
+class TenantBinding:
+    """Which tenant a source's events belong to: `fixed`, or the value of a signed `field` of the payload (a
+    JSONata path) looked up in `allowed` (value -> tenant); a value outside it is refused, a missing one takes
+    `absent` if set. The sender never names a tenant the operator did not bind to the source."""
+
+    fixed: str | None = None
+    field: str | None = None
+    allowed: dict[str, str] = field(default_factory=dict)
+    absent: str | None = None
+
+    def __post_init__(self):
+        if self.field is not None:
+            compiled = Jsonata(self.field)
+            compiled.set_validate_input(False)
+            object.__setattr__(self, "_expression", compiled)
+
+    def resolve(self, payload: Any) -> str:
+        if self.fixed is not None:
+            return self.fixed
+        try:
+            value = self._expression.evaluate(payload)
+        except Exception:
+            value = None
+        if value is None or value == "":
+            if self.absent is None:
+                raise MappingError(f"the payload names no tenant ({self.field})")
+            return self.absent
+        if isinstance(value, (dict, list)) or _scalar_text(value) not in self.allowed:
+            raise MappingError(f"{self.field} does not name a tenant this source is bound to")
+        return self.allowed[_scalar_text(value)]
+
+
 class Mapping:
     def __init__(self, expression: str):
         self.expression = Jsonata(expression)
@@ -104,19 +138,23 @@ class Mapping:
         return result
 
     def to_event(self, payload: Any, *, source: str, delivery_id: str | None, received_at: int,
-                 signed_at: int | None, raw_payload: str, headers: dict[str, str]) -> dict:
-        """The canonical event (the Avro record of events.raw.v1) of one verified payload."""
+                 signed_at: int | None, raw_payload: str, headers: dict[str, str], tenant: TenantBinding,
+                 default_stream_id: str, dedup_id: str | None = None) -> dict:
+        """The canonical event (the Avro record of events.raw.v1) of one verified payload. `dedup_id`, when the
+        scheme gives one, is what replays are recognised by and the derived event id comes from."""
         m = self.evaluate(payload, {"headers": headers, "source": source, "delivery_id": delivery_id})
         delivery_id = delivery_id or _text(m.get("delivery_id"), "delivery_id", True)
         occurred = m.get("occurred_at")
         return {
             "event_id": _text(m.get("event_id"), "event_id", False)
-            or str(uuid.uuid5(EVENT_NAMESPACE, f"{source}:{delivery_id}")),
+            or str(uuid.uuid5(EVENT_NAMESPACE, f"{source}:{dedup_id or delivery_id}")),
             "delivery_id": delivery_id,
             "source": source,
             "type": _text(m.get("type"), "type", True),
-            "stream_id": _text(m.get("stream_id"), "stream_id", True),
-            "tenant": _text(m.get("tenant"), "tenant", False) or "default",
+            # a valid event whose mapping finds no stream (a Stripe guest charge has no customer) goes to the
+            # source's own stream rather than being refused: a refusal makes the publisher retry for days
+            "stream_id": _text(m.get("stream_id"), "stream_id", False) or default_stream_id,
+            "tenant": tenant.resolve(payload),
             "occurred_at": _millis(occurred, "occurred_at") if occurred is not None
             else (signed_at * 1000 if signed_at else received_at),
             "received_at": received_at,

@@ -26,6 +26,9 @@ class VerificationError(Exception):
 class Verified:
     delivery_id: str | None  # None when the scheme signs no id (Stripe: the id is in the body)
     timestamp: int | None  # the signed unix time, if the scheme has one
+    # what replays are recognised by and event ids derive from, when it is not the delivery id: GitHub signs no
+    # id, so the id in its header could be changed by anyone replaying a captured body
+    dedup_id: str | None = None
 
 
 def secret_key(scheme: str, secret: str) -> bytes:
@@ -81,8 +84,10 @@ def verify_standard(headers: Mapping[str, str], body: bytes, keys: tuple[bytes, 
 
 def verify_github(headers: Mapping[str, str], body: bytes, keys: tuple[bytes, ...], tolerance: int,
                   now: float) -> Verified:
-    """GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of body>`; the id is `X-GitHub-Delivery` (GitHub
-    signs neither an id nor a time, so the replay window is all there is against replays)."""
+    """GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of body>`. GitHub signs neither an id nor a time,
+    so a captured delivery verifies for ever: replays are recognised by the body's HMAC under the source's first
+    secret (the same whichever listed secret the sender used), kept for the source's dedup window of days.
+    `X-GitHub-Delivery` is recorded as the delivery id but decides nothing."""
     signature = _header(headers, "x-hub-signature-256")
     delivery = _header(headers, "x-github-delivery")
     if not signature.startswith("sha256="):
@@ -90,7 +95,7 @@ def verify_github(headers: Mapping[str, str], body: bytes, keys: tuple[bytes, ..
     expected = [hmac.new(k, body, hashlib.sha256).hexdigest().encode() for k in keys]
     if not _matches(expected, [signature[7:].lower().encode()]):
         raise VerificationError("signature", "no signature matches")
-    return Verified(delivery, None)
+    return Verified(delivery, None, "sha256:" + expected[0].decode())
 
 
 def verify_stripe(headers: Mapping[str, str], body: bytes, keys: tuple[bytes, ...], tolerance: int,

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from platform_common.auth import validate_tenant
 
 from .mapping import Mapping as EventMapping
+from .mapping import TenantBinding
 from .signatures import SCHEMES, secret_key
+
+# a mapping may not choose the tenant: the source's binding does (see `tenant` in sources.yaml)
+MAPPING_NAMES_TENANT = re.compile(r"""["']tenant["']\s*:""")
 
 
 class SourceConfigError(Exception):
@@ -28,6 +35,54 @@ class Source:
     rate_limit: int
     rate_period: int
     mapping: EventMapping
+    tenant: TenantBinding  # the tenant of every event of this source: fixed, or looked up from a signed field
+    default_stream_id: str  # the stream of an event whose mapping names none
+    dedup_seconds: int  # how long a delivery (or, for GitHub, a body) is remembered as seen
+
+
+def secret_variables(declared: list[str]) -> list[str]:
+    """The variables holding a source's secrets: those declared, each followed by its `<VAR>_NEXT` (rotation)."""
+    variables: list[str] = []
+    for var in declared:
+        for name in (var, f"{var}_NEXT"):
+            if name not in variables:
+                variables.append(name)
+    return variables
+
+
+def check_tenant(name, where: str) -> str:
+    """The tenant names keys may hold, never the reserved shared namespace (platform_common.auth)."""
+    try:
+        return validate_tenant(name if isinstance(name, str) else repr(name))
+    except ValueError as e:
+        raise SourceConfigError(f"{where}: {e}") from None
+
+
+def _tenant_binding(name: str, declared) -> TenantBinding:
+    """`tenant: acme`, or `tenant: {field: <JSONata>, allowed: {value: tenant} or [tenant, ...], absent: tenant}`."""
+    where = f"source {name!r}: tenant"
+    if isinstance(declared, str):
+        return TenantBinding(fixed=check_tenant(declared, where))
+    if not isinstance(declared, dict) or not declared.get("field") or not declared.get("allowed"):
+        raise SourceConfigError(f"{where} must be a tenant name or {{field, allowed, absent?}} "
+                                "(every source is bound to its tenants)")
+    allowed = declared["allowed"]
+    table = {str(v): v for v in allowed} if isinstance(allowed, list) else allowed
+    if not isinstance(table, dict):
+        raise SourceConfigError(f"{where}.allowed must be a list of tenants or a mapping value -> tenant")
+    table = {str(k): check_tenant(v, f"{where}.allowed") for k, v in table.items()}
+    absent = declared.get("absent")
+    return TenantBinding(field=str(declared["field"]), allowed=table,
+                         absent=check_tenant(absent, f"{where}.absent") if absent is not None else None)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_config(path: Path) -> dict:
@@ -74,27 +129,40 @@ def load_sources(path: Path, environ: Mapping[str, str]) -> dict[str, Source]:
         scheme = s.get("scheme", "standard-webhooks")
         if scheme not in SCHEMES:
             raise SourceConfigError(f"source {name!r}: unknown scheme {scheme!r} (one of {', '.join(SCHEMES)})")
-        variables = s.get("secrets") or []
-        if not variables:
+        declared = s.get("secrets") or []
+        if not declared:
             raise SourceConfigError(f"source {name!r}: no secret variable declared")
-        if not environ.get(variables[0]):
-            raise SourceConfigError(f"source {name!r}: secret variable {variables[0]} is unset "
+        if not environ.get(declared[0]):
+            raise SourceConfigError(f"source {name!r}: secret variable {declared[0]} is unset "
                                     "(set it, or INGEST_DEV_SECRETS=1 for development secrets)")
         try:
-            keys = tuple(secret_key(scheme, secret) for var in variables
-                         for secret in environ.get(var, "").split())
+            # each variable holds one secret, read as given: a secret may contain spaces (GitHub's own example
+            # does); a rotation adds a variable (`<VAR>_NEXT` or another listed one), never a second word
+            keys = tuple(dict.fromkeys(secret_key(scheme, environ[var]) for var in secret_variables(declared)
+                                       if environ.get(var)))
         except ValueError as e:
             raise SourceConfigError(f"source {name!r}: a secret is malformed: {e}") from None
+        if "mapping" not in s:
+            raise SourceConfigError(f"source {name!r}: no `mapping`")
+        if MAPPING_NAMES_TENANT.search(str(s["mapping"])):
+            raise SourceConfigError(f"source {name!r}: the mapping names a tenant; bind the source with `tenant:` "
+                                    "instead (a sender must not choose its tenant)")
         try:
+            tenant = _tenant_binding(name, s.get("tenant"))
             rate = s.get("rate_limit") or {}
+            scheme_window = int(float(s.get("dedup_window_days", 7)) * 86400) if scheme == "github" else 0
             sources[name] = Source(
                 name=name, scheme=scheme, keys=keys,
                 tolerance_seconds=int(s.get("tolerance_seconds", 300)),
                 max_body_bytes=int(s.get("max_body_bytes", 262144)),
                 rate_limit=int(rate.get("requests", 10000)), rate_period=int(rate.get("per_seconds", 1)),
-                mapping=EventMapping(str(s["mapping"])))
-        except KeyError:
-            raise SourceConfigError(f"source {name!r}: no `mapping`") from None
+                mapping=EventMapping(str(s["mapping"])), tenant=tenant,
+                default_stream_id=str(s.get("default_stream_id") or name),
+                # a signed timestamp bounds a replay to twice the tolerance; GitHub signs none, so its bodies
+                # are remembered for days (GitHub redelivers up to 3 days back)
+                dedup_seconds=scheme_window or 2 * int(s.get("tolerance_seconds", 300)))
+        except SourceConfigError:
+            raise
         except Exception as e:  # a JSONata syntax error or a bad number
             raise SourceConfigError(f"source {name!r}: {type(e).__name__}: {e}".replace("\n", " ")) from None
     return sources

@@ -18,6 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 from platform_common.testing import drop_topics, free_port
 from standardwebhooks import Webhook
 
@@ -153,6 +157,32 @@ class Sign:
 @pytest.fixture(scope="session")
 def sign() -> type[Sign]:
     return Sign
+
+
+def read_record(settings, coordinates: dict):
+    """The record at an answer's coordinates, decoded by confluent-kafka's AvroDeserializer: (key, value, headers)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"t-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(coordinates["topic"], coordinates["partition"], coordinates["offset"])])
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                break
+        else:
+            raise AssertionError(f"nothing at {coordinates}")
+    finally:
+        consumer.close()
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    value = deserializer(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+    return msg.key().decode(), value, dict(msg.headers() or [])
+
+
+@pytest.fixture(scope="session")
+def read_at():
+    """`read_at(settings, coordinates)`: the Kafka record an answer points at."""
+    return read_record
 
 
 @pytest.fixture

@@ -10,31 +10,8 @@ import uuid
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 from svix.webhooks import Webhook as SvixWebhook
 
-
-
-def read_at(settings, coordinates: dict):
-    """The record at the answer's coordinates, decoded by confluent-kafka's AvroDeserializer: (key, value, headers)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(coordinates["topic"], coordinates["partition"], coordinates["offset"])])
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                break
-        else:
-            raise AssertionError(f"nothing at {coordinates}")
-    finally:
-        consumer.close()
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
-    value = deserializer(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
-    return msg.key().decode(), value, dict(msg.headers() or [])
 
 
 def demo_body(**extra) -> str:
@@ -42,7 +19,7 @@ def demo_body(**extra) -> str:
                        {"temperature": 81.5, "pressure": 3}, **extra})
 
 
-def test_standardwebhooks_signed_demo_is_published_and_readable(sign, client, secrets, ingest_settings):
+def test_standardwebhooks_signed_demo_is_published_and_readable(sign, client, secrets, ingest_settings, read_at):
     body = demo_body(type="sensor.alert", tenant="acme", occurred_at="2026-11-01T10:00:00Z",
                      attributes={"site": "rtm", "shift": 2})
     headers = {**sign.standard(secrets["WEBHOOK_SECRET_DEMO"], body),
@@ -68,7 +45,7 @@ def test_standardwebhooks_signed_demo_is_published_and_readable(sign, client, se
     assert kafka_headers["traceparent"].decode().split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
 
 
-def test_svix_signed_payload_is_accepted(sign, client, secrets, ingest_settings):
+def test_svix_signed_payload_is_accepted(sign, client, secrets, ingest_settings, read_at):
     body = demo_body()
     msg_id, ts = f"msg_{uuid.uuid4().hex}", sign.now()
     import datetime as dt
@@ -81,7 +58,7 @@ def test_svix_signed_payload_is_accepted(sign, client, secrets, ingest_settings)
     assert read_at(ingest_settings, r.json())[1]["metrics"]["temperature"] == 81.5
 
 
-def test_github_scheme_is_accepted_and_mapped(sign, client, secrets, ingest_settings):
+def test_github_scheme_is_accepted_and_mapped(sign, client, secrets, ingest_settings, read_at):
     body = json.dumps({"action": "opened", "issue": {"title": "Crash on start", "body": "It fails in Berlin",
                                                       "updated_at": "2026-10-01T08:00:00Z"},
                        "repository": {"full_name": "acme/widgets"}, "sender": {"login": "octocat"}}).encode()
@@ -96,7 +73,7 @@ def test_github_scheme_is_accepted_and_mapped(sign, client, secrets, ingest_sett
     assert event["attributes"]["sender"] == "octocat"
 
 
-def test_stripe_scheme_is_accepted_and_mapped(sign, client, secrets, ingest_settings):
+def test_stripe_scheme_is_accepted_and_mapped(sign, client, secrets, ingest_settings, read_at):
     evt = f"evt_{uuid.uuid4().hex[:14]}"
     body = json.dumps({"id": evt, "object": "event", "type": "charge.succeeded", "created": 1790000000,
                        "livemode": False, "data": {"object": {"id": "ch_1", "object": "charge", "amount": 4250,
@@ -112,13 +89,15 @@ def test_stripe_scheme_is_accepted_and_mapped(sign, client, secrets, ingest_sett
     assert event["attributes"]["currency"] == "eur"
 
 
-def test_meter_source_maps_readings_to_metrics(sign, client, secrets, ingest_settings):
+def test_meter_source_maps_readings_to_metrics(sign, client, secrets, ingest_settings, read_at):
     body = json.dumps({"meter_id": "m-17", "site": "plant-2", "read_at": "2026-11-20T12:00:00+00:00",
                        "readings": {"kwh": 12.5, "voltage": 229.8}, "status": "ok"})
     r = client.post("/webhooks/meter", content=body, headers=sign.standard(secrets["WEBHOOK_SECRET_METER"], body))
     assert r.status_code == 202, r.text
     key, event, _ = read_at(ingest_settings, r.json())
-    assert (key, event["type"], event["tenant"]) == ("m-17", "meter.reading", "plant-2")
+    # the tenant is the source's binding, not the payload's site
+    assert (key, event["type"], event["tenant"]) == ("m-17", "meter.reading", "default")
+    assert event["attributes"]["site"] == "plant-2"
     assert event["metrics"] == {"kwh": 12.5, "voltage": 229.8}
 
 
@@ -241,7 +220,8 @@ def test_malformed_json_is_400(sign, client, secrets):
     assert r.status_code == 400 and r.json()["error"] == "malformed_body"
 
 
-@pytest.mark.parametrize("payload, field", [({"text": "no stream"}, "stream_id"),
+@pytest.mark.parametrize("payload, field", [({"stream": "s", "tenant": "globex"}, "tenant"),
+                                            ({"stream": "s", "tenant": "_shared"}, "tenant"),
                                             ({"stream": "s", "metrics": {"t": "hot"}}, "metrics.t"),
                                             ({"stream": "s", "occurred_at": "yesterday"}, "occurred_at")])
 def test_unmappable_payload_is_422(sign, client, secrets, payload, field):

@@ -68,7 +68,8 @@ def shipped(secrets):
 
 def _event(source, payload, delivery_id="d-1", headers=None):
     return source.mapping.to_event(payload, source=source.name, delivery_id=delivery_id, received_at=1_000,
-                                   signed_at=None, raw_payload="{}", headers=headers or {})
+                                   signed_at=None, raw_payload="{}", headers=headers or {}, tenant=source.tenant,
+                                   default_stream_id=source.default_stream_id)
 
 
 def test_demo_mapping_defaults(shipped):
@@ -81,6 +82,7 @@ def test_demo_mapping_defaults(shipped):
 
 
 @pytest.mark.parametrize("payload", [[1, 2], {"stream": {"nested": 1}}, {"stream": "s", "metrics": {"x": True}},
+                                     {"stream": "s", "tenant": "globex"}, {"stream": "s", "tenant": ["acme"]},
                                      {"stream": "s", "text": {"t": ["list"]}}, {"stream": "s", "metrics": [1]}])
 def test_demo_mapping_refuses_what_the_event_cannot_hold(shipped, payload):
     with pytest.raises(MappingError):
