@@ -4,6 +4,7 @@ import asyncio
 import signal
 import sys
 
+from platform_common.auth import KeyStore
 from pydantic import ValidationError
 
 from .app import main
@@ -15,6 +16,7 @@ def run() -> None:
     try:
         settings = NotifySettings()
         RoutingConfig.load(settings.notify_routes_file)  # a bad routes file stops here with one line
+        KeyStore.from_env()  # and so does a bad API_KEYS / API_KEYS_FILE
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(map(str, first["loc"]))

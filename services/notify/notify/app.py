@@ -7,7 +7,9 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
+from platform_common.auth import KeyStore, install_auth
 from platform_common.kafka import ANOMALIES, Publisher, ReliableConsumer, ensure_topics
+from platform_common.limits import BodyLimit
 from platform_common.ops import kafka_check, ops_router, postgres_check, registry_check
 from platform_common.service import init_service
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Notify:
-    def __init__(self, settings: NotifySettings, routes: RoutingConfig | None = None):
+    def __init__(self, settings: NotifySettings, routes: RoutingConfig | None = None, keys: KeyStore | None = None):
         self.settings = settings
         self.routes = routes or RoutingConfig.load(settings.notify_routes_file)
         self.store = Store(settings.database_url, settings.notify_db_schema)
@@ -38,8 +40,10 @@ class Notify:
             "kafka": kafka_check(settings.kafka_bootstrap_servers),
             "schema_registry": registry_check(settings.schema_registry_url),
             "postgres": postgres_check(settings.database_url)}))
-        self.app.include_router(silences_router(self.store))
+        self.app.include_router(silences_router(self.store, settings.notify_silence_max_duration))
         install_error_handlers(self.app)
+        install_auth(self.app, keys)  # API keys from API_KEYS / API_KEYS_FILE unless given
+        self.app.add_middleware(BodyLimit, max_bytes=settings.notify_max_body_bytes)
         self.tasks: list[asyncio.Task] = []
         self.server: uvicorn.Server | None = None
 
@@ -64,7 +68,7 @@ class Notify:
         # like platform_common.ops.serve, but without lifespan events (none are used) and stoppable, so that a
         # shutdown neither cuts a request short nor logs a cancelled lifespan
         self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host="0.0.0.0", port=self.settings.notify_port if port is None else port, log_config=None,
+            self.app, host=self.settings.notify_host, port=self.settings.notify_port if port is None else port, log_config=None,
             access_log=False, lifespan="off"))
         self.server.install_signal_handlers = lambda: None
         await self.server.serve()

@@ -16,9 +16,9 @@ from opentelemetry import propagate, trace
 from platform_common.kafka import ANOMALIES, Publisher, dlq
 from platform_common.tracing import tracer
 
-from . import pagerduty, slack
 from .delivery import DeliveryFailed, ReceiverClient, circuit_breakers
 from .metrics import CIRCUIT_OPEN, DELIVERIES, LATENCY, QUEUE_DEPTH
+from .notifiers import NOTIFIERS
 from .outcomes import Outcomes
 from .routing import RoutingConfig
 from .settings import NotifySettings
@@ -93,7 +93,7 @@ class Dispatcher:
         rows = await self.store.pending(receiver, group_key)
         if not rows:
             return
-        size = 1 if rows[0]["channel"] == "pagerduty" else slack.ALERTS_PER_MESSAGE
+        size = NOTIFIERS[rows[0]["channel"]].batch_size
         for start in range(0, len(rows), size):
             await self.deliver(receiver, rows[start:start + size], group_key)
 
@@ -125,10 +125,7 @@ class Dispatcher:
         secret = receiver.secret()
         if not secret:
             raise DeliveryFailed(f"{receiver.name}: environment variable {receiver.secret_env} is not set", 0)
-        if receiver.type == "pagerduty":
-            [alert] = alerts
-            return self.settings.notify_pagerduty_url, pagerduty.event(alert, secret, self.links(alert))
-        return secret, slack.message(alerts, self.links)
+        return NOTIFIERS[receiver.type].request(secret, alerts, self.links, self.settings)
 
     def links(self, alert: dict) -> list[dict]:
         links = []

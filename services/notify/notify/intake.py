@@ -7,6 +7,7 @@ from datetime import datetime
 from aiokafka import ConsumerRecord
 
 from .metrics import DELIVERIES
+from .notifiers import NOTIFIERS
 from .outcomes import Outcomes
 from .routing import RoutingConfig, alert_labels
 from .store import Store
@@ -37,7 +38,7 @@ class Intake:
         planned = []
         for match in self.routes.match(labels):
             receiver = self.routes.by_name[match.receiver]
-            if receiver.type == "pagerduty":
+            if NOTIFIERS[receiver.type].immediate:
                 # one event per alert: PagerDuty groups by dedup_key itself, and a resolve must not wait
                 match = match.model_copy(update={"group_by": ("stream_id",), "group_wait": 0.0,
                                                  "group_interval": 0.0})

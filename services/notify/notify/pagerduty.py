@@ -11,7 +11,8 @@ DEDUP_KEY_MAX = 255
 
 
 def dedup_key(alert: dict) -> str:
-    """The alert's key, or its digest when longer than PagerDuty's 255 characters (same for trigger and resolve)."""
+    """The alert's key, or its digest when longer than PagerDuty's 255 characters (same for trigger and resolve).
+    anomaly's keys begin with the tenant, so two tenants' incidents never merge."""
     key = alert["dedup_key"]
     return key if len(key) <= DEDUP_KEY_MAX else hashlib.sha256(key.encode()).hexdigest()
 
@@ -54,3 +55,16 @@ def event(alert: dict, routing_key: str, links: list[dict]) -> dict:
         "links": links,
         "client": "platform notify",
     }
+
+
+class PagerDutyNotifier:
+    type = "pagerduty"
+    batch_size = 1
+    immediate = True
+
+    def request(self, secret: str, alerts: list[dict], links_of, settings) -> tuple[str, dict]:
+        [alert] = alerts
+        return settings.notify_pagerduty_url, event(alert, secret, links_of(alert))
+
+
+NOTIFIER = PagerDutyNotifier()

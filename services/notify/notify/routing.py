@@ -13,9 +13,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+import re2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Matchers come from operators over the silences API as well as from routes.yaml, and run on every alert: RE2
+# matches in time linear in the input (no backtracking, so `(a+)+b` cannot explode), and its memory is capped.
+# Patterns RE2 cannot run in linear time (back-references, look-around) are refused.
+RE2_OPTIONS = re2.Options()
+RE2_OPTIONS.max_mem = 1 << 20  # bytes of compiled program; a pattern needing more is refused
+MATCHER_VALUE_MAX = 1024
 MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=~|!~|!=|=)\s*(?:"(.*)"|(\S*))\s*$')
 
 
@@ -24,8 +31,8 @@ class Matcher(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, frozen=True)
 
-    name: str = Field(min_length=1)
-    value: str
+    name: str = Field(min_length=1, max_length=128)
+    value: str = Field(max_length=MATCHER_VALUE_MAX)
     is_regex: bool = Field(False, alias="isRegex")
     is_equal: bool = Field(True, alias="isEqual")
 
@@ -42,20 +49,25 @@ class Matcher(BaseModel):
     @model_validator(mode="after")
     def _regex_compiles(self) -> Matcher:
         if self.is_regex:
-            try:
-                re.compile(self.value)
-            except re.error as e:
-                raise ValueError(f"bad regular expression {self.value!r}: {e}") from None
+            _compile(self.value)
         return self
 
     @cached_property
-    def _pattern(self) -> re.Pattern:
-        return re.compile(self.value)
+    def _pattern(self):
+        return _compile(self.value)
 
     def matches(self, labels: dict[str, str]) -> bool:
         actual = labels.get(self.name, "")
         hit = bool(self._pattern.fullmatch(actual)) if self.is_regex else actual == self.value
         return hit == self.is_equal
+
+
+def _compile(pattern: str):
+    try:
+        return re2.compile(pattern, RE2_OPTIONS)
+    except re2.error as e:
+        raise ValueError(f"bad regular expression {pattern[:80]!r} (RE2 syntax, no back-references or "
+                         f"look-around): {e}") from None
 
 
 def alert_labels(alert: dict) -> dict[str, str]:

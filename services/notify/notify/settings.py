@@ -10,7 +10,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 class NotifySettings(CommonSettings):
     service_name: str = "notify"
+    notify_host: str = "0.0.0.0"
     notify_port: int = 8005
+    # the longest silence the API accepts (seconds; 7 days): longer ones are refused, not shortened
+    notify_silence_max_duration: float = 7 * 86400
+    # request bodies over this many bytes are refused with 413 (a silence is well under 64 KiB)
+    notify_max_body_bytes: int = 65536
     notify_routes_file: Path = PACKAGE_DIR.parent / "routes.yaml"
     # alert topics to consume; they all carry the anomalies.v1 schema
     notify_topics: list[str] = [ANOMALIES]

@@ -64,3 +64,15 @@ def message(alerts: list[dict], links_of) -> dict:
     for alert in alerts:
         blocks += alert_blocks(alert, links_of(alert))
     return {"text": cut(head, TEXT_MAX), "blocks": blocks[:MAX_BLOCKS]}
+
+
+class SlackNotifier:
+    type = "slack"
+    batch_size = ALERTS_PER_MESSAGE
+    immediate = False
+
+    def request(self, secret: str, alerts: list[dict], links_of, settings) -> tuple[str, dict]:
+        return secret, message(alerts, links_of)  # the secret is the incoming webhook's URL
+
+
+NOTIFIER = SlackNotifier()

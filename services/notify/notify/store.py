@@ -1,7 +1,8 @@
 """notify's state in PostgreSQL: deliveries (the outbox the dispatcher drains), attempts, groups and silences.
 
-A delivery row is one alert for one receiver; its unique key (dedup_key, action, receiver) is what makes
-notify deduplicate, and its status is what keeps a restart from notifying twice.
+A delivery row is one alert for one receiver; its unique key (tenant, dedup_key, action, receiver) is what makes
+notify deduplicate, and its status is what keeps a restart from notifying twice. Silences belong to a tenant and
+mute only that tenant's alerts. The tables come from the numbered files of `migrations/`.
 """
 
 from __future__ import annotations
@@ -12,69 +13,14 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
+from platform_common.migrations import migrate
 
 from .routing import Match, Matcher
 
-DDL = """
-create schema if not exists {s};
-create table if not exists {s}.deliveries (
-  id bigserial primary key,
-  alert_id text not null,
-  dedup_key text not null,
-  action text not null,
-  receiver text not null,
-  channel text not null,
-  stream_id text not null,
-  group_key text not null,
-  group_wait double precision not null,
-  group_interval double precision not null,
-  source_topic text not null,
-  alert jsonb not null,
-  status text not null default 'pending',  -- pending, delivered, dead_lettered, silenced
-  attempts int not null default 0,
-  silence_id uuid,
-  last_error text,
-  received_at timestamptz not null default clock_timestamp(),
-  finished_at timestamptz,
-  unique (dedup_key, action, receiver)
-);
-create index if not exists deliveries_pending on {s}.deliveries (receiver, group_key) where status = 'pending';
-create table if not exists {s}.groups (
-  receiver text not null,
-  group_key text not null,
-  last_sent_at timestamptz not null,
-  primary key (receiver, group_key)
-);
-create table if not exists {s}.attempts (
-  notification_id uuid primary key,
-  delivery_id bigint references {s}.deliveries (id),
-  alert_id text not null,
-  dedup_key text not null,
-  action text not null,
-  receiver text not null,
-  channel text not null,
-  stream_id text not null,
-  outcome text not null,
-  attempt int not null,
-  status_code int,
-  error text,
-  silence_id uuid,
-  at timestamptz not null default clock_timestamp(),
-  published boolean not null default false
-);
-create index if not exists attempts_unpublished on {s}.attempts (at) where not published;
-create table if not exists {s}.silences (
-  id uuid primary key,
-  matchers jsonb not null,
-  starts_at timestamptz not null,
-  ends_at timestamptz not null,
-  created_by text not null,
-  comment text not null,
-  updated_at timestamptz not null default clock_timestamp()
-);
-"""
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 SILENCE_CACHE_SECONDS = 1.0
 ATTEMPT_COLUMNS = ("notification_id", "alert_id", "dedup_key", "action", "receiver", "channel", "stream_id",
@@ -99,17 +45,15 @@ class Store:
         self.dsn = dsn
         self.s = schema
         self.pool: asyncpg.Pool | None = None
-        self._silences: list[tuple[uuid.UUID, list[Matcher], datetime, datetime]] | None = None
+        self._silences: list[tuple[uuid.UUID, str, list[Matcher], datetime, datetime]] | None = None
         self._silences_read = 0.0
         self._lock_conn: asyncpg.Connection | None = None
 
     async def start(self) -> None:
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=8, init=_init_connection,
                                               connection_class=_Connection)
-        # serialised so that several processes starting together do not race on the DDL
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"notify-ddl-{self.s}")
-            await conn.execute(DDL.format(s=self.s))
+        async with self.pool.acquire() as conn:
+            await migrate(conn, self.s, MIGRATIONS)
 
     async def stop(self) -> None:
         if self._lock_conn:
@@ -141,22 +85,25 @@ class Store:
         # (intake speed is round trips), and a deduplicated outcome lost to a crash is found again on redelivery.
         async with self.pool.acquire() as conn, conn.transaction() if silenced else contextlib.nullcontext():
             inserted = await conn.fetch(
-                f"""insert into {self.s}.deliveries (alert_id, dedup_key, action, receiver, channel, stream_id,
-                      group_key, group_wait, group_interval, source_topic, alert, status, silence_id, finished_at)
-                    select $1, $2, $3, m.receiver, m.channel, $4, m.group_key, m.group_wait, m.group_interval, $5,
-                           $6, case when m.silence_id is null then 'pending' else 'silenced' end, m.silence_id,
+                f"""insert into {self.s}.deliveries (alert_id, tenant, dedup_key, action, receiver, channel,
+                      stream_id, group_key, group_wait, group_interval, source_topic, alert, status, silence_id,
+                      finished_at)
+                    select $1, $8, $2, $3, m.receiver, m.channel, $4, m.group_key, m.group_wait, m.group_interval,
+                           $5, $6, case when m.silence_id is null then 'pending' else 'silenced' end, m.silence_id,
                            case when m.silence_id is not null then clock_timestamp() end
                       from jsonb_to_recordset($7::jsonb) as m(receiver text, channel text, group_key text,
                            group_wait float8, group_interval float8, silence_id uuid)
-                    on conflict (dedup_key, action, receiver) do nothing returning id, receiver""",
-                alert["alert_id"], alert["dedup_key"], alert["action"], alert["stream_id"], topic, alert, planned)
+                    on conflict (tenant, dedup_key, action, receiver) do nothing returning id, receiver""",
+                alert["alert_id"], alert["dedup_key"], alert["action"], alert["stream_id"], topic, alert, planned,
+                alert["tenant"])
             ids = {r["receiver"]: r["id"] for r in inserted}
             for plan in planned:
                 receiver, channel = plan["receiver"], plan["channel"]
                 if receiver not in ids:
                     first = await conn.fetchrow(
-                        f"select id, alert_id from {self.s}.deliveries where dedup_key = $1 and action = $2 "
-                        f"and receiver = $3", alert["dedup_key"], alert["action"], receiver)
+                        f"select id, alert_id from {self.s}.deliveries where tenant = $4 and dedup_key = $1 "
+                        f"and action = $2 and receiver = $3", alert["dedup_key"], alert["action"], receiver,
+                        alert["tenant"])
                     if first["alert_id"] != alert["alert_id"]:  # a new alert for one already handled
                         recorded.append(await self._attempt(conn, first["id"], alert, receiver, channel,
                                                             "deduplicated", 0))
@@ -215,12 +162,12 @@ class Store:
                        silence_id: str | None = None) -> dict:
         row = await conn.fetchrow(
             f"""insert into {self.s}.attempts (notification_id, delivery_id, alert_id, dedup_key, action, receiver,
-                  channel, stream_id, outcome, attempt, status_code, error, silence_id)
-                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                  channel, stream_id, outcome, attempt, status_code, error, silence_id, tenant)
+                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                 returning {", ".join(ATTEMPT_COLUMNS)}""",
             uuid.uuid4(), delivery_id, alert["alert_id"], alert["dedup_key"], alert["action"], receiver, channel,
             alert["stream_id"], outcome, attempt, status_code, error,
-            uuid.UUID(str(silence_id)) if silence_id else None)
+            uuid.UUID(str(silence_id)) if silence_id else None, alert.get("tenant"))
         return dict(row)
 
     async def unpublished(self, older_than: float, limit: int = 500) -> list[dict]:
@@ -234,41 +181,45 @@ class Store:
 
     # --- silences -------------------------------------------------------------------------------------------
 
-    async def add_silence(self, matchers: list[Matcher], starts_at: datetime, ends_at: datetime,
+    async def add_silence(self, tenant: str, matchers: list[Matcher], starts_at: datetime, ends_at: datetime,
                           created_by: str, comment: str) -> uuid.UUID:
         silence_id = uuid.uuid4()
         await self.pool.execute(
-            f"insert into {self.s}.silences (id, matchers, starts_at, ends_at, created_by, comment) "
-            f"values ($1, $2, $3, $4, $5, $6)", silence_id, [m.model_dump(by_alias=True) for m in matchers],
-            starts_at, ends_at, created_by, comment)
+            f"insert into {self.s}.silences (id, tenant, matchers, starts_at, ends_at, created_by, comment) "
+            f"values ($1, $2, $3, $4, $5, $6, $7)", silence_id, tenant,
+            [m.model_dump(by_alias=True) for m in matchers], starts_at, ends_at, created_by, comment)
         self._silences = None
         return silence_id
 
     async def silence_for(self, labels: dict[str, str]) -> uuid.UUID | None:
-        """The first silence active now whose matchers all match `labels`. Silences are read at most once a
-        second (this process's API changes apply at once; another process's within that second)."""
+        """The first silence of the alert's tenant active now whose matchers all match `labels`. Silences are read
+        at most once a second (this process's API changes apply at once; another process's within that second)."""
         if self._silences is None or time.monotonic() - self._silences_read > SILENCE_CACHE_SECONDS:
-            rows = await self.pool.fetch(f"select id, matchers, starts_at, ends_at from {self.s}.silences "
-                                         f"where ends_at > clock_timestamp()")
-            self._silences = [(r["id"], [Matcher(**m) for m in r["matchers"]], r["starts_at"], r["ends_at"])
-                              for r in rows]
+            rows = await self.pool.fetch(f"select id, tenant, matchers, starts_at, ends_at from {self.s}.silences "
+                                         f"where ends_at > clock_timestamp() and tenant is not null")
+            self._silences = [(r["id"], r["tenant"], [Matcher(**m) for m in r["matchers"]], r["starts_at"],
+                               r["ends_at"]) for r in rows]
             self._silences_read = time.monotonic()
         now = datetime.now(UTC)
-        return next((sid for sid, matchers, starts, ends in self._silences
-                     if starts <= now < ends and all(m.matches(labels) for m in matchers)), None)
+        tenant = labels.get("tenant")
+        return next((sid for sid, owner, matchers, starts, ends in self._silences
+                     if owner == tenant and starts <= now < ends and all(m.matches(labels) for m in matchers)),
+                    None)
 
-    async def silences(self) -> list[asyncpg.Record]:
-        return await self.pool.fetch(f"select *, clock_timestamp() as now from {self.s}.silences order by starts_at")
+    async def silences(self, tenant: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(f"select *, clock_timestamp() as now from {self.s}.silences where tenant = $1 "
+                                     f"order by starts_at", tenant)
 
-    async def silence(self, silence_id: uuid.UUID) -> asyncpg.Record | None:
+    async def silence(self, silence_id: uuid.UUID, tenant: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(f"select *, clock_timestamp() as now from {self.s}.silences "
-                                        f"where id = $1", silence_id)
+                                        f"where id = $1 and tenant = $2", silence_id, tenant)
 
-    async def expire_silence(self, silence_id: uuid.UUID) -> bool:
-        """Ends the silence now (a pending one ends before it starts); False if unknown or already expired."""
+    async def expire_silence(self, silence_id: uuid.UUID, tenant: str) -> bool:
+        """Ends the tenant's silence now (a pending one ends before it starts); False if unknown, another
+        tenant's or already expired."""
         status = await self.pool.execute(
             f"update {self.s}.silences set ends_at = clock_timestamp(), "
             f"starts_at = least(starts_at, clock_timestamp()), updated_at = clock_timestamp() "
-            f"where id = $1 and ends_at > clock_timestamp()", silence_id)
+            f"where id = $1 and tenant = $2 and ends_at > clock_timestamp()", silence_id, tenant)
         self._silences = None
         return status == "UPDATE 1"

@@ -14,8 +14,10 @@ from notify.app import Notify
 from notify.dev_receivers import DevReceivers
 from notify.routing import RoutingConfig
 from notify.settings import NotifySettings
+from platform_common.auth import KeyStore, make_key
 from platform_common.kafka import ANOMALIES, Publisher, ensure_topics
 from platform_common.testing import drop_topics
+from support.authz import Keys
 
 PD_KEY = "R0UTINGKEY0123456789abcdef012345"  # PagerDuty integration keys are 32 characters
 
@@ -109,17 +111,48 @@ async def notify_settings(run_id, receivers, tmp_path: Path):
     drop_topics(settings, [*settings.notify_topics, settings.notify_notifications_topic])
 
 
+class ApiKeys:
+    """Tokens by name: `acme` (write) and `acme-read` for the test alerts' tenant, `globex` (write) for another
+    tenant, and the authorization matrix's keys (support.authz.Keys); `store` accepts them all."""
+
+    def __init__(self):
+        matrix = Keys.create()
+        self.matrix = matrix
+        self.tokens, entries = {}, []
+        for name, tenant, roles in (("acme", "acme", ["write"]), ("acme-read", "acme", ["read"]),
+                                    ("globex", "globex", ["write"])):
+            self.tokens[name], entry = make_key(tenant, roles, key_id=name.replace("-", ""))
+            entries.append(entry)
+        self.store = KeyStore({**matrix.store.entries, **KeyStore.from_entries(entries).entries})
+
+    def headers(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+
+@pytest.fixture(scope="session")
+def api_keys() -> ApiKeys:
+    return ApiKeys()
+
+
 @pytest.fixture
-async def notify(notify_settings):
+async def notify(notify_settings, api_keys):
     """The service running in this event loop (its HTTP API through `api`)."""
-    service = Notify(notify_settings, RoutingConfig.load(notify_settings.notify_routes_file))
+    service = Notify(notify_settings, RoutingConfig.load(notify_settings.notify_routes_file), api_keys.store)
     await service.start()
     yield service
     await service.stop()
 
 
 @pytest.fixture
-async def api(notify):
+async def api(notify, api_keys):
+    """notify's API with a write key of tenant acme (the tenant of `make_alert`'s alerts)."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=notify.app), base_url="http://notify",
+                                 headers=api_keys.headers("acme")) as client:
+        yield client
+
+
+@pytest.fixture
+async def anonymous(notify):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=notify.app), base_url="http://notify") as client:
         yield client
 
