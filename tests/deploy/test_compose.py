@@ -77,7 +77,7 @@ def test_each_service_is_built_configured_and_health_checked(compose, service):
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     probe = " ".join(spec["healthcheck"]["test"])
     assert f"127.0.0.1:{service.port}/readyz" in probe
-    assert f"{service.port}:{service.port}" in spec["ports"]
+    assert any(p.endswith(f"{service.port}:{service.port}") for p in spec["ports"])
     depends = spec["depends_on"]
     for dependency in ("kafka", "schema-registry", "postgres", "redis"):
         assert depends[dependency]["condition"] == "service_healthy"
