@@ -29,7 +29,7 @@ from rag.generation import Generator
 from rag.ingest import Indexer
 from rag.retrieval import Retriever
 from rag.settings import RagSettings
-from rag.store import Store
+from rag.store import Filters, Store
 
 BULK_CHUNKS = 100_000
 QUERIES = 60
@@ -111,13 +111,13 @@ async def bench_queries(store: Store, indexer: Indexer, embedder: Embedder) -> d
     rng = random.Random(3)
     questions = [f"Who reviews {' and '.join(rng.sample(WORDS, 2))} for {rng.choice(WORDS)} cases?"
                  for _ in range(QUERIES)]
-    await retriever.search("warm up the connections and the model", k=5)
+    await retriever.search("warm up the connections and the model", Filters("default"), k=5)
     out = {}
     for mode in ("hybrid", "dense", "keyword"):
         latencies = []
         for q in questions:
             started = time.perf_counter()
-            await retriever.search(q, k=5, mode=mode)
+            await retriever.search(q, Filters("default"), k=5, mode=mode)
             latencies.append((time.perf_counter() - started) * 1000)
         out[mode] = (percentile(latencies, 50), percentile(latencies, 95))
     return out

@@ -22,7 +22,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="0.0.0.0", port=settings.rag_port,
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host=settings.rag_host, port=settings.rag_port,
                                           log_config=None, access_log=False))
     server.install_signal_handlers = lambda: None  # the signals are ours: stop consumers and server together
     consumers, http = asyncio.create_task(service.run()), asyncio.create_task(server.serve())

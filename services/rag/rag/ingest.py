@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Histogram
 
+from platform_common.auth import RESERVED_TENANT
+
 from .chunking import ChunkingConfig, chunk_text
 from .embedder import Embedder
 from .store import IndexInfo, Store, chunk_id
@@ -37,6 +39,7 @@ class IngestResult:
     status: str  # created, updated, metadata, unchanged, stale, deleted, absent
     chunks: int = 0
     embedded: int = 0
+    tenant: str = "default"
 
 
 def content_hash(title: str, content: str) -> str:
@@ -52,22 +55,38 @@ def _timestamp(value: datetime | int | None) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
+SHARED_FLAG = "shared"  # metadata key; "true" together with the reserved tenant marks a shared reference document
+
+
+def shared_metadata(metadata: dict | None = None) -> dict:
+    return {**(metadata or {}), SHARED_FLAG: "true"}
+
+
 def normalise(change: dict) -> dict:
-    """A `documents.v1` value (or the same shape from the API) as the store's document row."""
+    """A `documents.v1` value (or the same shape from the API, with the caller's tenant) as the store's document
+    row. The shared namespace takes a document only with the explicit flag, so a record that merely names the
+    reserved tenant (a typo, a forged value) cannot publish to every tenant."""
     document_id = (change.get("document_id") or "").strip()
     if not document_id:
         raise InvalidDocument("document_id is empty")
+    tenant = (change.get("tenant") or "default").strip()
+    metadata = dict(change.get("metadata") or {})
+    if tenant == RESERVED_TENANT and metadata.get(SHARED_FLAG) != "true":
+        raise InvalidDocument(f"tenant {RESERVED_TENANT!r} needs metadata {SHARED_FLAG}=true (a shared document)")
     op = change.get("op", "upsert")
     if op not in ("upsert", "delete"):
         raise InvalidDocument(f"op must be upsert or delete, not {op!r}")
+    texts = [document_id, tenant, *(change.get(k) or "" for k in ("source_uri", "title", "content", "sector",
+                                                                    "doc_type")), *metadata, *metadata.values()]
+    if any("\x00" in t for t in texts):  # PostgreSQL text cannot hold NUL
+        raise InvalidDocument("text fields may not contain NUL characters")
     if op == "upsert" and not (change.get("content") or "").strip():
         raise InvalidDocument("an upsert needs non-empty content")
     title = change.get("title") or ""
     content = change.get("content") or ""
     return {"document_id": document_id, "op": op, "source_uri": change.get("source_uri") or "", "title": title,
             "content": content, "content_hash": content_hash(title, content),
-            "tenant": change.get("tenant") or "default", "sector": change.get("sector"),
-            "doc_type": change.get("doc_type"), "metadata": dict(change.get("metadata") or {}),
+            "tenant": tenant, "sector": change.get("sector"), "doc_type": change.get("doc_type"), "metadata": metadata,
             "updated_at": _timestamp(change.get("updated_at"))}
 
 
@@ -97,8 +116,8 @@ class Indexer:
         started = time.perf_counter()
         doc = normalise(change)
         if doc["op"] == "delete":
-            found = await self.store.delete_document(doc["document_id"])
-            result = IngestResult(doc["document_id"], "deleted" if found else "absent")
+            found = await self.store.delete_document(doc["tenant"], doc["document_id"])
+            result = IngestResult(doc["document_id"], "deleted" if found else "absent", tenant=doc["tenant"])
         else:
             result = await self._upsert(doc)
         DOCUMENTS.labels(result.status).inc()
@@ -107,9 +126,9 @@ class Indexer:
 
     async def _upsert(self, doc: dict) -> IngestResult:
         assert self.index is not None, "open() first"
-        if await self.store.has_chunks(self.index, doc["document_id"], doc["content_hash"]):
+        if await self.store.has_chunks(self.index, doc["tenant"], doc["document_id"], doc["content_hash"]):
             status = await self.store.write_document(self.index, doc, None, None)
-            return IngestResult(doc["document_id"], status)
+            return IngestResult(doc["document_id"], status, tenant=doc["tenant"])
         chunks = [{"chunk_id": chunk_id(doc["document_id"], doc["content_hash"], c.ordinal), "ordinal": c.ordinal,
                    "text": c.text, "start": c.start, "end": c.end}
                   for c in chunk_text(doc["content"], self.chunking)]
@@ -118,7 +137,8 @@ class Indexer:
         status = await self.store.write_document(self.index, doc, chunks, vectors)
         if status != "stale":
             CHUNKS_EMBEDDED.inc(len(chunks))
-        return IngestResult(doc["document_id"], status, len(chunks), len(chunks) if status != "stale" else 0)
+        return IngestResult(doc["document_id"], status, len(chunks), len(chunks) if status != "stale" else 0,
+                            doc["tenant"])
 
 
 def _json(value) -> dict:

@@ -47,8 +47,9 @@ class Retriever:
         self.embedder = embedder
         self.indexer = indexer  # its open index is the one queried: never vectors of another model
 
-    async def search(self, query: str, filters: Filters = Filters(), k: int = 5, mode: str = "hybrid",
+    async def search(self, query: str, filters: Filters, k: int = 5, mode: str = "hybrid",
                      candidates: int = 30) -> list[Hit]:
+        """The best `k` chunks for `query` among those `filters` lets its tenant see."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         started = time.perf_counter()
@@ -63,12 +64,14 @@ class Retriever:
             if mode == "hybrid":  # a hit on a sliver of the query is noise that would outvote dense finds
                 keyword = [r for r in keyword if r["coverage"] >= KEYWORD_MIN_COVERAGE]
             ranked.append(keyword)
-        fused: dict[str, float] = {}
-        rows: dict[str, object] = {}
+        # keyed by tenant and chunk id: the caller's chunk and a shared one may carry the same id
+        fused: dict[tuple[str, str], float] = {}
+        rows: dict[tuple[str, str], object] = {}
         for rows_of_one_side in ranked:
             for rank, row in enumerate(rows_of_one_side):
-                fused[row["chunk_id"]] = fused.get(row["chunk_id"], 0.0) + 1.0 / (RRF_K + rank + 1)
-                rows[row["chunk_id"]] = row
+                key = (row["tenant"], row["chunk_id"])
+                fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
+                rows[key] = row
         if mode == "dense":  # relaxed-order HNSW scans may return near-ties out of order
             fused = {cid: rows[cid]["similarity"] for cid in fused}
         best = sorted(fused, key=fused.get, reverse=True)[:k]

@@ -18,6 +18,7 @@ from .contextualize import Contextualizer
 from .embedder import Embedder
 from .generation import Generator
 from .ingest import Indexer
+from .ratelimit import GenerationLimit
 from .retrieval import Retriever
 from .settings import RagSettings
 from .store import Store
@@ -50,6 +51,8 @@ class RagService:
         self.retriever = Retriever(self.store, self.embedder, self.indexer)
         self.redis = redis.from_url(s.redis_url, socket_timeout=2)
         self.generator = Generator(self.llm, self.redis, s.rag_llm_max_tokens, s.rag_cache_ttl_seconds)
+        self.generation_limit = GenerationLimit(self.redis, s.rag_generations_per_minute,
+                                                prefix=f"rag:genlimit:{s.rag_db_schema}")
         self.contextualizer = Contextualizer(self.retriever, self.generator, s.rag_min_score, s.rag_top_k)
         self.publisher = Publisher(s)
         await self.publisher.start()

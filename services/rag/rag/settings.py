@@ -7,6 +7,12 @@ from platform_common.settings import CommonSettings
 class RagSettings(CommonSettings):
     service_name: str = "rag"
     rag_port: int = 8003
+    # loopback unless configured: a container or pod sets 0.0.0.0 behind its network policy
+    rag_host: str = "127.0.0.1"
+    # request bodies over this are refused with 413 before they are read (a document's content is at most 1M chars)
+    rag_max_body_bytes: int = 4 * 1024 * 1024
+    # generations on POST /v1/query per API key and minute (429 beyond); retrieval-only queries are not counted
+    rag_generations_per_minute: int = 30
     # PostgreSQL schema holding the service's tables (tests use their own)
     rag_db_schema: str = "rag"
     rag_documents_topic: str = DOCUMENTS

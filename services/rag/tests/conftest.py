@@ -4,6 +4,7 @@ an OpenAI-compatible stub for tests that are not about generation quality."""
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import uvicorn
@@ -15,6 +16,7 @@ from rag.embedder import Embedder
 from rag.ingest import Indexer
 from rag.settings import RagSettings
 from rag.store import Store
+from platform_common.auth import KeyStore, make_key
 from platform_common.testing import free_port
 
 DATA = Path(__file__).with_name("data")
@@ -94,3 +96,15 @@ async def stub_chat():
     yield stub
     server.should_exit = True
     await task
+
+
+@pytest.fixture
+def api_keys() -> SimpleNamespace:
+    """Keys of two tenants (writers) and a reader of the first; `auth(name)` gives a request's headers."""
+    tokens, entries = {}, []
+    for name, tenant, roles in [("default", "default", ["write"]), ("acme", "acme", ["write"]),
+                                ("acme_reader", "acme", ["read"]), ("globex", "globex", ["write"])]:
+        tokens[name], entry = make_key(tenant, roles, key_id=name.replace("_", ""))
+        entries.append(entry)
+    return SimpleNamespace(store=KeyStore.from_entries(entries), tokens=tokens,
+                           auth=lambda name: {"Authorization": f"Bearer {tokens[name]}"})

@@ -7,6 +7,8 @@ from rag.ingest import CHUNKS_EMBEDDED, Indexer
 from rag.retrieval import Retriever
 from rag.store import Filters
 
+DEFAULT = Filters(tenant="default")
+
 DOCS = {
     "aml.md": "# Anti-money laundering\nCash transactions above a threshold require enhanced due diligence. "
               "A suspicious activity report is filed when the source of funds cannot be verified. "
@@ -50,7 +52,7 @@ async def test_ingesting_a_folder_twice_leaves_the_index_unchanged(indexer, stor
     assert CHUNKS_EMBEDDED._value.get() == embedded  # nothing re-embedded
     assert await snapshot(store, indexer.index) == before and await registry(store, indexer.index) == counts
 
-    chunk = await store.chunk(indexer.index, next(iter(before)))  # lineage of every chunk
+    chunk = await store.chunk(indexer.index, "default", next(iter(before)))  # lineage of every chunk
     assert chunk["source_uri"].startswith("file://") and chunk["content_hash"] and chunk["ingested_at"]
 
 
@@ -80,7 +82,7 @@ async def test_deleting_a_document_removes_every_trace(indexer, store, embedder,
         (tmp_path / name).write_text(text)
     await ingest(indexer, tmp_path)
     retriever = Retriever(store, embedder, indexer)
-    assert any(h.document_id == "aml.md" for h in await retriever.search("suspicious activity report", k=3))
+    assert any(h.document_id == "aml.md" for h in await retriever.search("suspicious activity report", DEFAULT, k=3))
 
     result = await indexer.apply({"document_id": "aml.md", "op": "delete"})
     assert result.status == "deleted"
@@ -91,7 +93,7 @@ async def test_deleting_a_document_removes_every_trace(indexer, store, embedder,
     assert await store.pool.fetchval(
         f"SELECT count(*) FROM {s}.{t} WHERE tsv @@ plainto_tsquery('english', 'laundering')") == 0
     for mode in ("keyword", "dense", "hybrid"):
-        hits = await retriever.search("suspicious activity report money laundering", k=10, mode=mode)
+        hits = await retriever.search("suspicious activity report money laundering", DEFAULT, k=10, mode=mode)
         assert all(h.document_id != "aml.md" for h in hits)
     assert (await registry(store, indexer.index))["doc_count"] == 2
     assert (await indexer.apply({"document_id": "aml.md", "op": "delete"})).status == "absent"
@@ -103,15 +105,15 @@ async def test_a_file_removed_from_the_folder_is_deleted_from_the_index_on_the_n
     # a document loaded from elsewhere is not the folder's to delete
     await indexer.apply({"document_id": "other.md", "content": DOCS["aml.md"], "source_uri": "file:///other/other.md"})
     await ingest(indexer, tmp_path)
-    assert await store.documents_under(folder_uri(tmp_path)) == sorted(DOCS)
+    assert await store.documents_under("default", folder_uri(tmp_path)) == sorted(DOCS)
 
     (tmp_path / "aml.md").unlink()
     upserts = documents_from_folder(tmp_path, sector="finance", doc_type="regulation")
-    changes = upserts + deletions(tmp_path, upserts, await store.documents_under(folder_uri(tmp_path)))
+    changes = upserts + deletions(tmp_path, upserts, await store.documents_under("default", folder_uri(tmp_path)))
     results = {r.document_id: r.status for r in [await indexer.apply(c) for c in changes]}
     assert results == {**{name: "unchanged" for name in DOCS if name != "aml.md"}, "aml.md": "deleted"}
-    assert await store.documents_under(folder_uri(tmp_path)) == sorted(set(DOCS) - {"aml.md"})
-    assert await store.get_document("other.md") is not None
+    assert await store.documents_under("default", folder_uri(tmp_path)) == sorted(set(DOCS) - {"aml.md"})
+    assert await store.get_document("default", "other.md") is not None
     assert not [c for c, row in (await snapshot(store, indexer.index)).items() if row[1] == "aml.md"]
 
 
@@ -125,7 +127,7 @@ async def test_a_new_embedder_builds_a_new_index_beside_the_old(indexer, store, 
     newer = Indexer(store, Embedder(version_tag="test-upgrade"), ChunkingConfig(max_words=60, overlap_words=10))
     new = await newer.open()
     assert new.table != old.table and new.version != old.version
-    rows = {r["index_version"]: r for r in await store.indexes()}
+    rows = {r["index_version"]: r for r in await store.indexes("default")}
     assert set(rows) == {old.version, new.version}
     assert rows[new.version]["doc_count"] == rows[old.version]["doc_count"] == 3
     assert rows[new.version]["built_at"] is not None and rows[new.version]["active"]
@@ -141,17 +143,20 @@ async def test_a_new_embedder_builds_a_new_index_beside_the_old(indexer, store, 
 
 async def test_filters_restrict_by_tenant_sector_and_type(indexer, embedder, store):
     text = "Critical payment services are restored within two hours after a disruption."
-    for doc_id, tenant, sector, doc_type in [("shared", "default", "finance", "regulation"),
+    for doc_id, tenant, sector, doc_type in [("shared", "_shared", "finance", "regulation"),
                                              ("acme", "acme", "finance", "policy"),
-                                             ("globex", "globex", "energy", "regulation")]:
+                                             ("globex", "globex", "energy", "regulation"),
+                                             ("default", "default", "finance", "regulation")]:
         await indexer.apply({"document_id": doc_id, "content": text, "tenant": tenant, "sector": sector,
-                             "doc_type": doc_type})
+                             "doc_type": doc_type, "metadata": {"shared": "true"} if tenant == "_shared" else {}})
     retriever = Retriever(store, embedder, indexer)
 
     async def docs(**filters):
         return {h.document_id for h in await retriever.search("payment disruption", Filters(**filters), k=10)}
 
-    assert await docs() == {"shared", "acme", "globex"}
-    assert await docs(tenant="acme") == {"shared", "acme"}  # a tenant sees its own and the shared documents
+    # a tenant sees its own and the shared documents; "default" is a tenant like any other, not the shared one
+    assert await docs(tenant="acme") == {"shared", "acme"}
+    assert await docs(tenant="default") == {"shared", "default"}
     assert await docs(tenant="acme", doc_type="policy") == {"acme"}
-    assert await docs(sector="energy") == {"globex"}
+    assert await docs(tenant="globex", sector="energy") == {"globex"}
+    assert await docs(tenant="acme", sector="energy") == set()  # globex's energy document stays globex's

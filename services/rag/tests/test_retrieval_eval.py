@@ -7,6 +7,7 @@ import random
 from rag.chunking import ChunkingConfig
 from rag.ingest import Indexer
 from rag.retrieval import Retriever
+from rag.store import Filters
 
 MODES = ("hybrid", "dense", "keyword")
 VOCABULARY = ("payment settlement card account loan mortgage deposit fraud breach outage complaint refund sanction "
@@ -38,7 +39,7 @@ async def test_hybrid_recall_at_5_beats_dense_only_and_keyword_only(store, embed
     for mode in MODES:
         total = 0.0
         for q in retrieval_set["questions"]:
-            found = {h.document_id for h in await retriever.search(q["question"], k=5, mode=mode)}
+            found = {h.document_id for h in await retriever.search(q["question"], Filters("default"), k=5, mode=mode)}
             total += len(found & set(q["relevant"])) / len(q["relevant"])
         recall[mode] = total / len(retrieval_set["questions"])
     with capsys.disabled():

@@ -53,7 +53,7 @@ async def wait_for(predicate, timeout=30.0):
     return False
 
 
-async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_settings, settings):
+async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_settings, settings, api_keys):
     s = rag_settings
     publisher = Publisher(s)
     await publisher.start()
@@ -69,7 +69,7 @@ async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_
             "updated_at": int(time.time() * 1000)}, schema_of=DOCUMENTS)
 
         async def indexed() -> bool:
-            return all([await service.store.get_document(d) for d, *_ in DOCS])
+            return all([await service.store.get_document("default", d) for d, *_ in DOCS])
         assert await wait_for(indexed)
 
         await publisher.publish(s.rag_enriched_topic, "stream-on", enriched(
@@ -92,7 +92,8 @@ async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_
     assert "service_outage" in on["risk_flags"] and "strongly_negative_sentiment" in on["risk_flags"]
     assert all(st["chunk_ids"] for st in on["statements"])
     assert {c for st in on["statements"] for c in st["chunk_ids"]} == {c["chunk_id"] for c in on["citations"]}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service)), base_url="http://rag") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service, api_keys.store)),
+                                 base_url="http://rag", headers=api_keys.auth("default")) as http:
         for citation in on["citations"]:  # every citation resolves to a real chunk
             chunk = (await http.get(f"/v1/chunks/{citation['chunk_id']}")).json()
             assert chunk["document_id"] == citation["document_id"]
@@ -108,12 +109,13 @@ async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_
     assert dead and "non-empty content" in dict(dead[0].headers())["dlq.reason"].decode()
 
 
-async def test_query_and_document_api(service):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service)), base_url="http://rag") as http:
+async def test_query_and_document_api(service, api_keys):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service, api_keys.store)),
+                                 base_url="http://rag", headers=api_keys.auth("default")) as http:
         for doc_id, title, doc_type, content in DOCS:
             r = await http.post("/v1/documents", json={"document_id": doc_id, "title": title, "content": content,
                                                        "doc_type": doc_type, "source_uri": f"file://ref/{doc_id}.md"})
-            assert r.status_code == 200 and r.json()["status"] == "created"
+            assert r.status_code == 200 and r.json()["status"] == "created" and r.json()["tenant"] == "default"
         again = await http.post("/v1/documents", json={"document_id": "complaints", "title": DOCS[1][1],
                                                        "content": DOCS[1][3], "doc_type": "policy",
                                                        "source_uri": "file://ref/complaints.md"})

@@ -44,6 +44,9 @@ def test_prompt_versions_name_the_file_and_its_content():
     ({"document_id": " ", "content": "x"}, "document_id"),
     ({"document_id": "a", "op": "merge", "content": "x"}, "op must be"),
     ({"document_id": "a", "content": "   "}, "non-empty content"),
+    # naming the reserved tenant is not enough to publish to every tenant: the flag must say so
+    ({"document_id": "a", "content": "x", "tenant": "_shared"}, "needs metadata shared=true"),
+    ({"document_id": "a", "op": "delete", "tenant": "_shared", "metadata": {"shared": "yes"}}, "shared=true"),
 ])
 def test_invalid_documents_are_refused_with_a_reason(change, reason):
     with pytest.raises(InvalidDocument, match=reason):
@@ -53,3 +56,9 @@ def test_invalid_documents_are_refused_with_a_reason(change, reason):
 def test_the_hash_covers_title_and_content():
     assert content_hash("T", "body") == content_hash("T", "body") != content_hash("T2", "body")
     assert normalise({"document_id": "d", "op": "delete"})["op"] == "delete"
+
+
+def test_the_tenant_defaults_to_default_and_the_shared_namespace_needs_its_flag():
+    assert normalise({"document_id": "d", "content": "x"})["tenant"] == "default"
+    shared = normalise({"document_id": "d", "content": "x", "tenant": "_shared", "metadata": {"shared": "true"}})
+    assert shared["tenant"] == "_shared"
