@@ -73,7 +73,7 @@ def test_each_service_is_built_configured_and_health_checked(compose, service):
         assert env.get(key), f"{service.name}: {key} missing"
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["SCHEMA_REGISTRY_URL"].startswith("http://schema-registry:")
-    assert "@postgres:5432/" in env["DATABASE_URL"] and env["REDIS_URL"].startswith("redis://redis:6379")
+    assert "@postgres:5432/" in env["DATABASE_URL"] and "@redis:6379/" in env["REDIS_URL"]
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
     probe = " ".join(spec["healthcheck"]["test"])
     assert f"127.0.0.1:{service.port}/readyz" in probe

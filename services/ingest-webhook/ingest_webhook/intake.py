@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 
 import orjson
@@ -56,6 +57,13 @@ def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: valid JSON syntax, but no double holds it
+        raise ValueError(f"{text[:40]} overflows a double")
+    return value
+
+
 def parse_json(body: bytes):
     try:
         return orjson.loads(body)
@@ -63,7 +71,7 @@ def parse_json(body: bytes):
         # orjson refuses integers beyond 64 bits, which JSON allows: the standard parser takes those, but not
         # the NaN and Infinity it would otherwise accept (RFC 8259 has no such numbers; Avro and JSON out
         # could not carry them)
-        return json.loads(body, parse_constant=_not_json)
+        return json.loads(body, parse_constant=_not_json, parse_float=_finite)
 
 
 class Intake:

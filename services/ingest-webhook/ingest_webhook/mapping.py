@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -89,7 +89,7 @@ def _text(value: Any, field: str, required: bool) -> str | None:
     return _scalar_text(value)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TenantBinding:
     """Which tenant a source's events belong to: `fixed`, or the value of a signed `field` of the payload (a
     JSONata path) looked up in `allowed` (value -> tenant); a value outside it is refused, a missing one takes
@@ -97,7 +97,7 @@ class TenantBinding:
 
     fixed: str | None = None
     field: str | None = None
-    allowed: dict[str, str] = field(default_factory=dict)
+    allowed: dict[str, str] = dataclasses.field(default_factory=dict)
     absent: str | None = None
 
     def __post_init__(self):
@@ -142,6 +142,8 @@ class Mapping:
                  default_stream_id: str, dedup_id: str | None = None) -> dict:
         """The canonical event (the Avro record of events.raw.v1) of one verified payload. `dedup_id`, when the
         scheme gives one, is what replays are recognised by and the derived event id comes from."""
+        if not isinstance(payload, dict):  # every publisher sends an object; an array or a scalar is no event
+            raise MappingError("the payload must be a JSON object")
         m = self.evaluate(payload, {"headers": headers, "source": source, "delivery_id": delivery_id})
         delivery_id = delivery_id or _text(m.get("delivery_id"), "delivery_id", True)
         occurred = m.get("occurred_at")

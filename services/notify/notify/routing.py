@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # Patterns RE2 cannot run in linear time (back-references, look-around) are refused.
 RE2_OPTIONS = re2.Options()
 RE2_OPTIONS.max_mem = 1 << 20  # bytes of compiled program; a pattern needing more is refused
+RE2_OPTIONS.log_errors = False  # a refused pattern is the caller's 400, not a line on stderr
 MATCHER_VALUE_MAX = 1024
 MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=~|!~|!=|=)\s*(?:"(.*)"|(\S*))\s*$')
 
@@ -66,8 +67,9 @@ def _compile(pattern: str):
     try:
         return re2.compile(pattern, RE2_OPTIONS)
     except re2.error as e:
+        reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         raise ValueError(f"bad regular expression {pattern[:80]!r} (RE2 syntax, no back-references or "
-                         f"look-around): {e}") from None
+                         f"look-around): {reason}") from None
 
 
 def alert_labels(alert: dict) -> dict[str, str]:
