@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import httpx
 from opentelemetry import propagate, trace
-from platform_common.kafka import ANOMALIES, Publisher, dlq
+from platform_common.kafka import ANOMALIES, Publisher, dead_letter, dlq
 from platform_common.tracing import tracer
 
 from .delivery import DeliveryFailed, ReceiverClient, circuit_breakers
@@ -137,14 +138,17 @@ class Dispatcher:
         return links
 
     async def dead_letter(self, name: str, rows: list, reason: str, attempts: int) -> None:
-        """Publishes each alert to its topic's DLQ with the reason, then finishes the deliveries."""
+        """Publishes each alert to its topic's DLQ through the platform's one dead-letter writer (its headers, plus
+        the receiver and the attempts), then finishes the deliveries."""
         log.warning("dead-lettering %d alert(s) for %s: %s", len(rows), name, reason)
         for row in rows:
-            headers = [("dlq.reason", reason[:1000].encode()), ("dlq.source.topic", row["source_topic"].encode()),
-                       ("dlq.receiver", name.encode()), ("dlq.attempts", str(attempts).encode()),
-                       ("dlq.consumer.group", self.settings.notify_group_id.encode())]
-            await self.publisher.publish(dlq(row["source_topic"]), row["alert"]["stream_id"], row["alert"], headers,
-                                         schema_of=ANOMALIES)
+            topic, alert = row["source_topic"], row["alert"]
+            # the alert as its topic carries it; the source offset is not kept with a delivery, hence -1
+            value = await self.publisher.serde.encode(dlq(topic), alert, schema_of=ANOMALIES)
+            record = SimpleNamespace(topic=topic, partition=-1, offset=-1, key=alert["stream_id"], value=value,
+                                     headers=[("dlq.receiver", name.encode()),
+                                              ("dlq.attempts", str(attempts).encode())])
+            await dead_letter(self.publisher, record, DeliveryFailed(reason, attempts), self.settings.notify_group_id)
             DELIVERIES.labels(name, "dead_lettered").inc()
         await self.outcomes.publish(await self.store.record_attempt(rows, name, "dead_lettered", attempts, None,
                                                                     reason))
