@@ -1,11 +1,18 @@
 """Backtest: runs the service's detector over `timestamp,value` CSV files and writes
 `timestamp,value,anomaly_score,is_anomaly` (is_anomaly = the detector raised a trigger at that point).
 
-    python -m anomaly.backtest IN OUT [--labels labels.json] [--fallback-only]
+    python -m anomaly.backtest IN OUT [--labels labels.json] [--split split.json] [--part tuning|held_out|all]
+                               [--config JSON] [--fallback-only] [--workers N]
 
-IN is a CSV file or a folder walked recursively (outputs keep each file's relative path under OUT). Points are fed
-in batches as the service receives them; training runs inline where the service would hand it to its pool, so the
-alerts are the ones the service raises. With --labels, prints the NAB standard-profile score of the output.
+IN is a CSV file or a folder walked recursively (outputs keep each file's relative path under OUT). The points go
+through `MetricDetector` as the service feeds them, with the configuration `ANOMALY_DETECTOR` gives the service
+(`--config` overrides it); a training request is trained inline and offered at once, and the detector installs
+the model at the point the service would (`install_after` points after the request, whatever the training time),
+so the alerts are the ones `python -m anomaly` raises on the same series (tests/test_service.py proves it).
+
+With --labels, prints the NAB score of the output under the standard, reward-low-FP and reward-low-FN profiles;
+with a split file (--split; by default anomaly/nab_split.json when the labels name exactly its files), also the
+scores of its tuning and held-out parts. --part limits the run to one part: settings are chosen on `tuning` only.
 """
 
 from __future__ import annotations
@@ -13,18 +20,20 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .detector import DetectorConfig, MetricDetector
 from . import nab
+from .detector import DetectorConfig, MetricDetector, model_version
 
-BATCH = 64
+BATCH = 64  # points per feed; the decisions do not depend on it
+SPLIT = Path(__file__).with_name("nab_split.json")
 
 
 @dataclass
@@ -58,24 +67,32 @@ def default_trainer(fallback_only: bool) -> Callable | None:
     return train
 
 
-def run_file(source: Path, target: Path, name: str, config: DetectorConfig, fallback_only: bool) -> FileResult:
-    trainer = default_trainer(fallback_only)
-    stamps, points = read_series(source)
-    detector = MetricDetector(config)
-    rows, alerts, train_seconds, trainings = [], 0, 0.0, 0
+def run_series(points: list[tuple[int, float]], config: DetectorConfig, trainer: Callable | None, key: str,
+               metric: str = "value", contexts: list | None = None) -> tuple[list, float, int]:
+    """(scored points, training seconds, trainings) of one series through the detector as the service runs it."""
+    detector = MetricDetector(config, trains=trainer is not None)
+    contexts = contexts if contexts is not None else list(range(len(points)))
+    scored, train_seconds, trainings = [], 0.0, 0
     for start in range(0, len(points), BATCH):
-        batch = points[start:start + BATCH]
-        for stamp, scored in zip(stamps[start:start + BATCH], detector.feed_many(batch)):
-            hit = scored.decision is not None and scored.decision.action == "trigger"
-            alerts += hit
-            rows.append((stamp, scored.value, round(scored.score / scored.threshold, 6), int(hit)))
-        if detector.wants_training():
-            values, span = detector.training_data()
-            if trainer is not None:
-                began = time.perf_counter()
-                detector.install(trainer(values, config, f"{name}@{span[1]}"))
-                train_seconds += time.perf_counter() - began
-                trainings += 1
+        scored += detector.feed_many(points[start:start + BATCH], contexts[start:start + BATCH])
+        while (request := detector.take_request()) is not None:
+            began = time.perf_counter()
+            model = trainer(request.values, config, model_version(key, metric, request.span[1]))
+            train_seconds += time.perf_counter() - began
+            trainings += 1
+            scored += detector.offer(model)
+    return scored, train_seconds, trainings
+
+
+def run_file(source: Path, target: Path, name: str, config: DetectorConfig, fallback_only: bool) -> FileResult:
+    stamps, points = read_series(source)
+    scored, train_seconds, trainings = run_series(points, config, default_trainer(fallback_only), name,
+                                                  contexts=stamps)
+    rows, alerts = [], 0
+    for s in scored:
+        hit = s.decision is not None and s.decision.action == "trigger"
+        alerts += hit
+        rows.append((s.context, s.value, round(s.score / s.threshold, 6), int(hit)))
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -85,12 +102,14 @@ def run_file(source: Path, target: Path, name: str, config: DetectorConfig, fall
 
 
 def run(source: Path, out: Path, config: DetectorConfig = DetectorConfig(), fallback_only: bool = False,
-        workers: int = 1) -> list[FileResult]:
+        workers: int = 1, only: set[str] | None = None) -> list[FileResult]:
     if source.is_dir():
         jobs = [(p, out / p.relative_to(source), p.relative_to(source).as_posix())
                 for p in sorted(source.rglob("*.csv"))]
     else:
         jobs = [(source, out / source.name, source.name)]
+    if only is not None:
+        jobs = [j for j in jobs if j[2] in only]
     if workers <= 1:
         return [run_file(s, t, n, config, fallback_only) for s, t, n in jobs]
     with ProcessPoolExecutor(workers) as pool:
@@ -98,11 +117,27 @@ def run(source: Path, out: Path, config: DetectorConfig = DetectorConfig(), fall
         return [f.result() for f in futures]
 
 
+def scores(out: Path, labels: dict[str, list]) -> dict[str, float]:
+    """NAB score of the files of `labels` found in `out`, under each profile."""
+    files = nab.read_results(out, labels)
+    return {name: round(nab.score_corpus(files, labels, profile).score, 2) for name, profile in nab.PROFILES.items()}
+
+
+def service_config(overrides: str | None = None) -> DetectorConfig:
+    """The service's detector configuration (ANOMALY_DETECTOR), with `overrides` (JSON) applied on top."""
+    config = replace(DetectorConfig(), **json.loads(os.environ.get("ANOMALY_DETECTOR") or "{}"))
+    return replace(config, **json.loads(overrides)) if overrides else config
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="CSV file or folder of CSV files (timestamp,value)")
     parser.add_argument("out", type=Path, help="output folder")
-    parser.add_argument("--labels", type=Path, help="NAB labels.json: print the NAB score of the output")
+    parser.add_argument("--labels", type=Path, help="NAB labels.json: print the NAB scores of the output")
+    parser.add_argument("--split", type=Path, help="JSON with the 'tuning' and 'held_out' file lists")
+    parser.add_argument("--part", choices=("tuning", "held_out", "all"), default="all",
+                        help="run only this part of the split")
+    parser.add_argument("--config", help="JSON overriding detector settings (as ANOMALY_DETECTOR)")
     parser.add_argument("--fallback-only", action="store_true", help="never train models (statistical fallback)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
@@ -110,17 +145,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.source} does not exist", file=sys.stderr)
         return 2
     try:
-        results = run(args.source, args.out, fallback_only=args.fallback_only, workers=args.workers)
-    except (OSError, ValueError) as e:
+        config = service_config(args.config)
+        labels = json.loads(args.labels.read_text()) if args.labels else None
+        split_path = args.split or (SPLIT if labels is not None and set(labels) == set(
+            json.loads(SPLIT.read_text())["tuning"] + json.loads(SPLIT.read_text())["held_out"]) else None)
+        split = json.loads(split_path.read_text()) if split_path else None
+        if args.part != "all" and split is None:
+            raise ValueError("--part needs a split (--split, or labels of exactly the files of nab_split.json)")
+        only = set(split[args.part]) if args.part != "all" else None
+        began = time.perf_counter()
+        results = run(args.source, args.out, config, args.fallback_only, args.workers, only)
+        summary = {"files": len(results), "points": sum(r.points for r in results),
+                   "alerts": sum(r.alerts for r in results), "trainings": sum(r.trainings for r in results),
+                   "train_seconds": round(sum(r.train_seconds for r in results), 2),
+                   "seconds": round(time.perf_counter() - began, 1)}
+        if labels is not None:
+            done = {r.name for r in results}
+            summary["nab"] = scores(args.out, {n: w for n, w in labels.items() if n in done})
+            if split is not None:
+                for part in ("tuning", "held_out"):
+                    if set(split[part]) <= done:
+                        summary[f"nab_{part}"] = scores(args.out, {n: labels[n] for n in split[part]})
+    except (OSError, ValueError, TypeError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {"files": len(results), "points": sum(r.points for r in results),
-               "alerts": sum(r.alerts for r in results), "trainings": sum(r.trainings for r in results),
-               "train_seconds": round(sum(r.train_seconds for r in results), 2)}
-    if args.labels:
-        labels = json.loads(args.labels.read_text())
-        score = nab.score_corpus(nab.read_results(args.out, labels), labels)
-        summary["nab_score"] = round(score.score, 2)
     print(json.dumps(summary))
     return 0
 

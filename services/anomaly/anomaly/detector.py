@@ -1,12 +1,18 @@
 """The detector of one metric of one stream: feed points, get decisions. Plain, synchronous and deterministic,
-so the Faust agent and the backtest run exactly the same code.
+so the Faust agent and the backtest run exactly the same code, and its decisions do not depend on how the points
+are cut into batches nor on how long a training takes.
 
-Scoring. Every point gets an anomaly score in "robust z" units (how many scaled MADs it is from normal):
-- before the stream's first model exists, the statistical fallback (detector="fallback"): the larger of the
-  deviation of the value, and of the mean of the last `fallback_short` values, from the median of the previous
-  `fallback_window` values, each divided by their MAD (1.4826 * median absolute deviation);
+Scoring. Every point gets a raw anomaly score in "robust z" units (how many scaled MADs it is from normal):
+- the statistical score (detector="fallback" before the stream's first model exists): the largest of the
+  deviations of the value, of the mean of the last `fallback_short` values and of the mean of the last
+  `fallback_long` values from the median of the previous `fallback_window` values, each divided by their MAD
+  (1.4826 * median absolute deviation), the means scaled by the square root of their length;
 - once a model is installed (detector="lstm-autoencoder"): the reconstruction error of the window ending at the
-  point, standardised by the median and MAD of the model's validation errors.
+  point, standardised by the median and MAD of the model's validation errors; with `ensemble` > 0 the larger of
+  that and `ensemble` times the statistical score (the autoencoder sees shapes, the statistics see levels).
+With `likelihood_window` > 0 the raw score is then replaced by how unusual the mean of its last
+`likelihood_short` values is against the distribution of those means over the last `likelihood_window` points
+(a z-score, as NAB's HTM detector turns raw scores into an anomaly likelihood).
 
 Threshold. Calibrated dynamically: every `calibrate_every` points it becomes `threshold_margin` times the
 `threshold_quantile` of the last `threshold_history` scores that stayed below it outside excursions (so anomalies,
@@ -17,9 +23,12 @@ Suppression. A trigger when the score crosses the threshold (one per excursion),
 stayed below `resolve_ratio * threshold` for `resolve_after` points, then `cooldown` points without a new trigger.
 Severity grows with score / threshold.
 
-Models. The detector asks for training (`wants_training`) after `warmup` points, every `retrain_every` points
-after that, and when the median error of the last `drift_window` points drifts beyond `drift_ratio` times the
-validation median; whoever runs it (a worker pool in the service, inline in the backtest) calls `install`.
+Models. A training is requested after `warmup` points, every `retrain_every` points after that, and when the median
+error of the last `drift_window` points drifts beyond `drift_ratio` times the validation median. The request holds
+the history up to the point that made it; its model is installed exactly `install_after` points later, whoever
+trains it (the service's worker pool, asynchronously, or the backtest, inline). A model that is not ready by then
+holds the stream's later points (`pending`, kept in the snapshot) until `offer` hands it over: the points a model
+scores never depend on how fast it was trained.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,13 +45,27 @@ LSTM = "lstm-autoencoder"
 MAD_SCALE = 1.4826
 
 
+def model_version(key: str, metric: str, span_end: int) -> str:
+    """The version of the model of stream `key` and `metric` trained on the history up to `span_end`."""
+    return f"lstm:{key}:{metric}:{span_end}"
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     window: int = 32
     history: int = 2000
     warmup: int = 200
+    install_after: int = 64
+    settle: int = 32
     fallback_window: int = 200
     fallback_short: int = 5
+    fallback_long: int = 0  # 0: no long-mean scale
+    seasonal: float = 0.0  # > 0: a daily baseline where it explains the last day this much better than the level
+    seasonal_min: bool = False  # with a daily baseline: unusual only if unusual against both
+    ensemble: float = 0.0
+    likelihood_window: int = 0  # 0: raw scores are thresholded as they are
+    likelihood_short: int = 10
+    likelihood_floor: float = 0.05  # smallest spread of the averaged scores, in raw-score units
     threshold_quantile: float = 0.999
     threshold_margin: float = 1.5
     threshold_floor: float = 3.0
@@ -52,6 +75,7 @@ class DetectorConfig:
     resolve_after: int = 10
     cooldown: int = 50
     retrain_every: int = 5000
+    retrain_doubling: bool = False  # also retrain whenever the history has doubled since the last training
     drift_window: int = 200
     drift_ratio: float = 3.0
     severity_tiers: tuple = ((4.0, "critical"), (2.0, "error"), (1.3, "warning"), (0.0, "info"))
@@ -89,6 +113,15 @@ class Scored:
     score: float
     threshold: float
     decision: Decision | None = None
+    context: Any = None  # what the caller fed with the point (the service: the event it came from)
+
+
+@dataclass
+class TrainingRequest:
+    reason: str  # warmup, schedule or drift
+    values: np.ndarray  # the history up to the point that asked
+    span: list[int]  # its first and last timestamps
+    install_at: int  # the point (count of points decided) at which its model is installed
 
 
 @dataclass
@@ -97,24 +130,32 @@ class _State:
     threshold: float = 0.0
     since_calibration: int = 0
     since_training: int = 0
-    training_reason: str = ""  # warmup, schedule or drift while a training is wanted
     excursion_start: int | None = None
     excursion_peak: float = 0.0
     below: int = 0
     cooldown_left: int = 0
-    drift_flag: bool = False
     settle_left: int = 0  # points after a model install during which nothing is raised
+    install_at: int = -1  # the point at which the requested model is installed, -1 when none is requested
+    likelihood_sum: float = 0.0  # running sums of the averaged raw scores in `averaged`
+    likelihood_squares: float = 0.0
 
 
 class MetricDetector:
-    def __init__(self, config: DetectorConfig = DetectorConfig()):
+    def __init__(self, config: DetectorConfig = DetectorConfig(), trains: bool = True):
         self.config = config
+        self.trains = trains  # False: the statistical score only, no training is ever requested
         self.values: deque[float] = deque(maxlen=config.history)
         self.times: deque[int] = deque(maxlen=config.history)
         self.scores: deque[float] = deque(maxlen=config.threshold_history)
         self.recent_errors: deque[float] = deque(maxlen=config.drift_window)
+        self.raw: deque[float] = deque(maxlen=max(config.likelihood_short, 1))
+        self.averaged: deque[float] = deque()  # bounded by hand: its running sums follow what leaves it
+        self.pending: deque[tuple[int, float, Any]] = deque()
         self.state = _State(threshold=config.threshold_floor)
         self.model: Model | None = None
+        self.request: TrainingRequest | None = None
+        self.request_taken = False
+        self.ready: Model | None = None
 
     # --- models ------------------------------------------------------------------------------------------
 
@@ -126,96 +167,180 @@ class MetricDetector:
     def model_version(self) -> str:
         return self.model.version if self.model is not None else FALLBACK
 
+    @property
+    def blocked(self) -> bool:
+        """Points are held until the requested model is offered."""
+        return bool(self.pending) and self.state.install_at >= 0 and self.state.seen >= self.state.install_at
+
     def wants_training(self) -> str:
-        """Why a new model is wanted (warmup, schedule, drift), or "" if none is."""
-        return self.state.training_reason
+        """Why a new model is wanted (warmup, schedule, drift) when no trainer has taken the request yet, else ""."""
+        return self.request.reason if self.request is not None and not self.request_taken else ""
 
-    def request_training(self, reason: str) -> None:
-        self.state.training_reason = reason
+    def take_request(self) -> TrainingRequest | None:
+        """The outstanding request for a trainer; None when there is none or a trainer already has it."""
+        if self.request is None or self.request_taken:
+            return None
+        self.request_taken = True
+        return self.request
 
-    def training_data(self) -> tuple[np.ndarray, list[int]]:
-        """The history a new model learns from, and the first and last timestamps of it; clears the request."""
-        self.state.training_reason = ""
-        return np.fromiter(self.values, float, len(self.values)), [self.times[0], self.times[-1]]
+    def offer(self, model: Model) -> list[Scored]:
+        """Hands over the model of the outstanding request; it is installed at its point. Returns the held points
+        this lets through."""
+        self.ready = model
+        return self._drain()
+
+    def abandon_request(self) -> list[Scored]:
+        """Gives up the outstanding request (its training failed): the current scorer goes on, and the next
+        scheduled request tries again. Returns the held points this lets through."""
+        self.request, self.request_taken, self.ready = None, False, None
+        self.state.install_at = -1
+        self.state.since_training = 0
+        return self._drain()
 
     def install(self, model: Model) -> None:
-        """Switches scoring to `model`; scores of the previous scorer no longer calibrate the threshold."""
+        """Switches scoring to `model` now (the detector calls it at its request's point); scores of the previous
+        scorer no longer calibrate the threshold."""
         self.model = model
+        self.request, self.request_taken, self.ready = None, False, None
+        self.state.install_at = -1
         self.state.since_training = 0
-        self.state.drift_flag = False
         self.recent_errors.clear()
         # the threshold is recalibrated at once on the new model's validation scores, not the old scorer's
         self.scores.clear()
         self.scores.extend(getattr(model, "calibration", ()))
         self._calibrate()
-        # its validation set is small: a window's worth of live scores settles the threshold before it may alert
-        self.state.settle_left = self.config.window
+        # its validation set is small: `settle` live scores settle the threshold before it may alert
+        self.state.settle_left = self.config.settle
 
     # --- scoring -------------------------------------------------------------------------------------------
 
-    def feed(self, timestamp: int, value: float) -> Scored:
-        return self.feed_many([(timestamp, value)])[0]
+    def feed(self, timestamp: int, value: float, context: Any = None) -> Scored | None:
+        scored = self.feed_many([(timestamp, value)], [context])
+        return scored[0] if scored else None
 
-    def feed_many(self, points: list[tuple[int, float]]) -> list[Scored]:
-        """Scores a batch of consecutive points (one model forward pass for all of them), then decides in order."""
-        times = list(self.times)[-self.config.window:] + [t for t, _ in points]
-        offset = len(times) - len(points)
-        raw = self._raw_scores(points)
-        # each decision's window is the `window` points ending at its point
-        return [self._decide(t, v, score, times[max(0, offset + k - self.config.window + 1)])
-                for k, ((t, v), score) in enumerate(zip(points, raw))]
+    def feed_many(self, points: list[tuple[int, float]], contexts: list | None = None) -> list[Scored]:
+        """Scores consecutive points, each with its optional context; returns the points scored by now, in order
+        (held ones come back from a later call, once their model is offered)."""
+        contexts = contexts if contexts is not None else [None] * len(points)
+        self.pending.extend((t, v, c) for (t, v), c in zip(points, contexts))
+        return self._drain()
 
-    def _raw_scores(self, points: list[tuple[int, float]]) -> list[float]:
+    def _drain(self) -> list[Scored]:
+        st, out = self.state, []
+        while self.pending:
+            if st.install_at >= 0 and st.seen >= st.install_at:
+                if self.ready is None:
+                    break  # the model is still training: its points wait for it
+                self.install(self.ready)
+            # one model pass for the points up to the next install (or all of them)
+            limit = len(self.pending) if st.install_at < 0 else min(len(self.pending), st.install_at - st.seen)
+            segment = [self.pending[i] for i in range(limit)]
+            raw = self._raw_scores([v for _, v, _ in segment], [t for t, _, _ in segment])
+            for (t, v, ctx), (score, error) in zip(segment, raw):
+                self.pending.popleft()
+                out.append(self._decide(t, v, score, error, ctx))
+                if st.install_at >= 0 and st.seen >= st.install_at:
+                    break  # a request made in this segment is due: the rest is scored by its model
+        return out
+
+    def _raw_scores(self, new: list[float], new_times: list[int]) -> list[tuple[float, float | None]]:
+        """(raw score, reconstruction error or None) of each of `new`, following the history."""
         cfg = self.config
-        past = list(self.values)
-        values = past + [v for _, v in points]
-        start = len(past)
-        if self.model is not None:
-            windows, positions = [], []
-            for k in range(len(points)):
-                end = start + k + 1
-                if end >= cfg.window:
-                    windows.append(values[end - cfg.window:end])
-                    positions.append(k)
-            scores = [0.0] * len(points)
-            if windows:
-                errors = self.model.errors(np.asarray(windows, dtype=np.float32))
-                scale = max(self.model.error_mad * MAD_SCALE, 1e-9)
-                for k, err in zip(positions, errors):
-                    self.recent_errors.append(float(err))
-                    scores[k] = max(0.0, (float(err) - self.model.error_median) / scale)
-            self._check_drift()
-        else:
-            scores = self._fallback_scores(values, start, len(points))
-        for t, v in points:
-            self.times.append(t)
-            self.values.append(v)
-        return scores
+        values = np.asarray(list(self.values) + new, dtype=float)
+        start = len(values) - len(new)
+        stat = self._stat_scores(values, start, self._period(new_times))
+        if self.model is None:
+            return [(s, None) for s in stat]
+        out = list(zip(stat if cfg.ensemble > 0 else [0.0] * len(new), [None] * len(new)))
+        positions = [k for k in range(len(new)) if start + k + 1 >= cfg.window]
+        if positions:
+            windows = np.lib.stride_tricks.sliding_window_view(values, cfg.window)[[start + k + 1 - cfg.window
+                                                                                    for k in positions]]
+            errors = self.model.errors(windows.astype(np.float32))
+            scale = max(self.model.error_mad * MAD_SCALE, 1e-9)
+            for k, err in zip(positions, errors):
+                lstm = max(0.0, (float(err) - self.model.error_median) / scale)
+                out[k] = (max(lstm, cfg.ensemble * out[k][0]), float(err))
+        return out
 
-    def _fallback_scores(self, values: list[float], start: int, n: int) -> list[float]:
+    def _period(self, new_times: list[int]) -> int:
+        """Points per day at the stream's sampling interval, 0 when the seasonal baseline is off or cannot apply."""
+        if self.config.seasonal <= 0:
+            return 0
+        times = (list(self.times)[-64:] + new_times)[-64:]
+        if len(times) < 16:
+            return 0
+        step = float(np.median(np.diff(times)))
+        period = round(86_400_000 / step) if step > 0 else 0
+        return period if 2 <= period <= self.config.history - self.config.fallback_window else 0
+
+    def _stat_scores(self, arr: np.ndarray, start: int, period: int = 0) -> list[float]:
         cfg = self.config
-        arr = np.asarray(values, dtype=float)
+        scales = [(1, 1.0), (cfg.fallback_short, math.sqrt(cfg.fallback_short) / 2)]
+        if cfg.fallback_long > 0:
+            scales.append((cfg.fallback_long, math.sqrt(cfg.fallback_long) / 2))
+        # the change since the same time a day earlier: a daily pattern is normal there, a missing one is not
+        seasonal = arr[period:] - arr[:-period] if period else None
         scores = []
-        for k in range(n):
-            i = start + k
-            ref = arr[max(0, i - cfg.fallback_window):i]
-            if len(ref) < 10:
-                scores.append(0.0)
-                continue
-            median = float(np.median(ref))
-            mad = float(np.median(np.abs(ref - median))) * MAD_SCALE
-            # a flat reference has no spread: measure against a small fraction of its level instead
-            scale = mad if mad > 0 else max(abs(median) * 1e-3, 1e-6)
-            short = float(arr[max(0, i - cfg.fallback_short + 1):i + 1].mean())
-            scores.append(max(abs(arr[i] - median), abs(short - median) * math.sqrt(cfg.fallback_short) / 2) / scale)
+        for i in range(start, len(arr)):
+            score, _ = self._robust(arr, i, scales)
+            if seasonal is not None and i - period >= max(cfg.fallback_window, period):
+                s_score, _ = self._robust(seasonal, i - period, scales)
+                if cfg.seasonal_min:
+                    score = min(score, s_score)
+                # over the last day, does "as yesterday" explain the values `seasonal` times better than their level?
+                elif float(seasonal[i - 2 * period:i - period].std()) * cfg.seasonal < float(arr[i - period:i].std()):
+                    score = s_score
+            scores.append(score)
         return scores
 
-    def _check_drift(self) -> None:
-        cfg = self.config
-        if self.model is None or len(self.recent_errors) < cfg.drift_window:
-            return
-        if float(np.median(self.recent_errors)) > cfg.drift_ratio * max(self.model.error_median, 1e-9):
-            self.state.drift_flag = True
+    def _robust(self, arr: np.ndarray, i: int, scales: list[tuple[int, float]]) -> tuple[float, float]:
+        """(score, spread) of arr[i] against the `fallback_window` values before it."""
+        ref = arr[max(0, i - self.config.fallback_window):i]
+        if len(ref) < 10:
+            return 0.0, math.inf
+        median = float(np.median(ref))
+        mad = float(np.median(np.abs(ref - median))) * MAD_SCALE
+        # a flat reference has no spread: measure against a small fraction of its level instead
+        scale = mad if mad > 0 else max(abs(median) * 1e-3, 1e-6)
+        return max(abs(float(arr[max(0, i - n + 1):i + 1].mean()) - median) * weight for n, weight in scales) / scale, mad
+
+    def _likelihood(self, raw: float) -> float:
+        """How far the recent mean of raw scores is above the usual recent means, in standard deviations."""
+        cfg, st = self.config, self.state
+        self.raw.append(raw)
+        mean = sum(self.raw) / len(self.raw)
+        count = len(self.averaged)
+        score = 0.0
+        if count >= 2 * cfg.likelihood_short:
+            mu = st.likelihood_sum / count
+            sd = math.sqrt(max(st.likelihood_squares / count - mu * mu, 0.0))
+            score = max(0.0, (mean - mu) / max(sd, cfg.likelihood_floor))
+        self.averaged.append(mean)
+        st.likelihood_sum += mean
+        st.likelihood_squares += mean * mean
+        if len(self.averaged) > cfg.likelihood_window:
+            old = self.averaged.popleft()
+            st.likelihood_sum -= old
+            st.likelihood_squares -= old * old
+        return score
+
+    def _check_drift(self, error: float) -> None:
+        cfg, st = self.config, self.state
+        self.recent_errors.append(error)
+        # checked every quarter window (a median per point would cost as much as the model)
+        if (len(self.recent_errors) == cfg.drift_window and st.since_training % max(cfg.drift_window // 4, 1) == 0
+                and float(np.median(self.recent_errors)) > cfg.drift_ratio * max(self.model.error_median, 1e-9)):
+            self._request("drift")
+
+    def _request(self, reason: str) -> None:
+        if self.request is not None or not self.trains:
+            return  # one training at a time
+        times = list(self.times)
+        self.request = TrainingRequest(reason, np.fromiter(self.values, float, len(self.values)),
+                                       [times[0], times[-1]], self.state.seen + self.config.install_after)
+        self.request_taken = False
+        self.state.install_at = self.request.install_at
 
     # --- threshold and suppression ---------------------------------------------------------------------------
 
@@ -230,20 +355,30 @@ class MetricDetector:
         ratio = score / threshold if threshold > 0 else math.inf
         return next(name for limit, name in self.config.severity_tiers if ratio >= limit)
 
-    def _decide(self, timestamp: int, value: float, score: float, window_start: int) -> Scored:
+    def _decide(self, timestamp: int, value: float, raw: float, error: float | None, context: Any) -> Scored:
         cfg, st = self.config, self.state
+        # the window of a point is the `window` points ending at it
+        back = cfg.window - 1
+        window_start = self.times[max(0, len(self.times) - back)] if self.times and back > 0 else timestamp
+        self.times.append(timestamp)
+        self.values.append(value)
         st.seen += 1
         st.since_training += 1
+        score = self._likelihood(raw) if cfg.likelihood_window > 0 else raw
         if self.model is None and st.seen == cfg.warmup:
-            st.training_reason = "warmup"
-        elif self.model is not None and (st.since_training >= cfg.retrain_every or st.drift_flag):
-            st.training_reason = "drift" if st.drift_flag else "schedule"
-            st.drift_flag, st.since_training = False, 0
+            self._request("warmup")
+        elif self.model is not None:
+            if error is not None:
+                self._check_drift(error)
+            if st.since_training >= cfg.retrain_every or (
+                    cfg.retrain_doubling and st.since_training >= st.seen - st.since_training
+                    and st.seen - st.since_training < cfg.history):
+                self._request("schedule")
         st.since_calibration += 1
         if st.since_calibration >= cfg.calibrate_every:
             self._calibrate()
         threshold = st.threshold
-        scored = Scored(timestamp, value, score, threshold)
+        scored = Scored(timestamp, value, score, threshold, None, context)
         if st.excursion_start is None:
             if st.cooldown_left > 0:
                 st.cooldown_left -= 1
@@ -273,9 +408,14 @@ class MetricDetector:
     # --- persistence ---------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """JSON-able state (the model is referenced by version and stored apart)."""
+        """JSON-able state (the model is referenced by version and stored apart; an outstanding request keeps its
+        training data, so a restart trains the same model)."""
+        request = None if self.request is None else {
+            "reason": self.request.reason, "values": self.request.values.tolist(), "span": self.request.span,
+            "install_at": self.request.install_at}
         return {"values": list(self.values), "times": list(self.times), "scores": list(self.scores),
-                "recent_errors": list(self.recent_errors), "state": asdict(self.state),
+                "recent_errors": list(self.recent_errors), "raw": list(self.raw), "averaged": list(self.averaged),
+                "pending": [list(p) for p in self.pending], "request": request, "state": asdict(self.state),
                 "model_version": self.model.version if self.model is not None else None}
 
     @classmethod
@@ -286,6 +426,13 @@ class MetricDetector:
         det.times.extend(data["times"])
         det.scores.extend(data["scores"])
         det.recent_errors.extend(data["recent_errors"])
-        det.state = _State(**data["state"])
+        det.raw.extend(data.get("raw", ()))
+        det.averaged.extend(data.get("averaged", ()))
+        det.pending.extend(tuple(p) for p in data.get("pending", ()))
+        state = data["state"]
+        det.state = _State(**{k: v for k, v in state.items() if k in _State.__dataclass_fields__})
+        if (request := data.get("request")) is not None:
+            det.request = TrainingRequest(request["reason"], np.asarray(request["values"], dtype=float),
+                                          request["span"], request["install_at"])
         det.model = model
         return det

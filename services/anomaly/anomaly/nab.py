@@ -30,6 +30,10 @@ class Profile:
 
 
 STANDARD = Profile()
+# NAB's two other application profiles (config/profiles.json): false positives cost twice as much, or misses do
+LOW_FP = Profile(fp=0.22)
+LOW_FN = Profile(fn=2.0)
+PROFILES = {"standard": STANDARD, "reward_low_FP_rate": LOW_FP, "reward_low_FN_rate": LOW_FN}
 
 
 def scaled_sigmoid(position: float) -> float:

@@ -1,49 +1,67 @@
-"""The Faust application: consumes enriched events keyed by stream id, runs one MetricDetector per stream and
-metric, publishes triggers and resolves to the alert topic, trains models in a worker process.
+"""The Faust application: consumes enriched events, runs one MetricDetector per (tenant, stream) and metric,
+publishes triggers and resolves to the alert topic, trains models in a worker process.
 
-Each batch is handled in this order: install models that finished training, score, publish the alerts (acks=all),
+Each batch is handled in this order: score, publish the alerts (acks=all), hand training requests to the pool,
 save the detectors of the touched streams with the last offset they reflect, then let Faust ack the events. A
 record at or below a stream's saved offset is already in its state and is skipped, so a restart (or a re-delivered
 batch) neither forgets a stream nor raises its alerts again; alert ids are derived from the excursion, so even a
 crash between publishing and saving re-sends the same alert id for consumers to deduplicate.
+
+A model is installed at the point its detector fixed when it asked for it (`install_after` points later), not when
+its training happens to end: a stream that reaches that point first holds its next points (saved with its state)
+until the model arrives, and the model's arrival scores them. So the service raises the alerts the backtest
+computes, however the events are batched and however busy the training pool is.
+
+Failures: an undecodable record goes to the dead letter at once; a record whose processing (loading its stream,
+scoring, publishing its alert) keeps failing is retried `consumer_max_attempts` times, then dead-lettered with the
+shared headers, and the batch goes on. PostgreSQL being down is waited out, not dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
 import multiprocessing
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
 import faust
 from prometheus_client import Counter, Gauge, Histogram
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
-from platform_common.kafka import Publisher, dlq, ensure_topics
+from platform_common.kafka import Publisher, dead_letter, ensure_topics
 from platform_common.ops import kafka_check, ops_app, postgres_check, registry_check, serve
 from platform_common.retry import until_available
 from platform_common.tracing import process_span
 
-from .detector import Decision, DetectorConfig, MetricDetector
+from .detector import Decision, DetectorConfig, MetricDetector, Scored, model_version
 from .settings import AnomalySettings
-from .store import Store, StreamRow
+from .store import Store, StreamKey, StreamRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POINTS = Counter("anomaly_points_scored_total", "Metric points scored", ["detector"])
 ALERTS = Counter("anomaly_alerts_total", "Alerts published", ["action", "severity", "detector"])
 SKIPPED = Counter("anomaly_records_skipped_total", "Records already reflected in the saved state")
+RETRIES = Counter("anomaly_processing_retries_total", "Processing attempts of a record that failed and were retried",
+                  ["step"])
 TRAININGS = Counter("anomaly_trainings_total", "Models trained", ["reason", "outcome"])
 TRAIN_SECONDS = Histogram("anomaly_training_seconds", "Training time of one stream model",
                           buckets=(0.5, 1, 2, 5, 10, 20, 60, 120))
 STREAMS = Gauge("anomaly_streams", "Streams held in memory")
+HELD = Gauge("anomaly_points_held", "Points waiting for the model their detector installs before them")
 ALERT_NAMESPACE = uuid.UUID("5f1d8a52-8c1e-4f0e-9a57-3b9a0c2d7e11")
+DEFAULT_TENANT = "default"  # the tenant of events that carry none (the enriched schema's default)
 
 
 def detector_config(settings: AnomalySettings) -> DetectorConfig:
@@ -58,12 +76,36 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 
-def _header(headers: Any, name: str) -> str | None:
-    items = headers.items() if isinstance(headers, dict) else (headers or ())
-    for key, value in items:
-        if key == name:
-            return value.decode() if isinstance(value, bytes) else value
-    return None
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def _context(msg, value: dict) -> dict:
+    """What publishing a point's alert, or dead-lettering its record, needs later: JSON-able, since a point held
+    for its model is saved with the stream's state."""
+    headers = msg.headers.items() if isinstance(msg.headers, dict) else (msg.headers or ())
+    return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+            "key": msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key,
+            "value": _b64(msg.value), "headers": [[k, _b64(v)] for k, v in headers],
+            "event_id": value.get("event_id", ""), "source": value.get("source", "")}
+
+
+def _record(ctx: dict) -> SimpleNamespace:
+    """The consumed record back from a context, as the shared dead-letter writer takes it."""
+    return SimpleNamespace(topic=ctx["topic"], partition=ctx["partition"], offset=ctx["offset"], key=ctx["key"],
+                           value=_unb64(ctx["value"]), headers=[(k, _unb64(v)) for k, v in ctx["headers"]])
+
+
+def _traceparent(ctx: dict) -> str | None:
+    return next((_unb64(v).decode() for k, v in ctx["headers"] if k == "traceparent"), None)
+
+
+def stream_key(value: dict) -> StreamKey:
+    return (value.get("tenant") or DEFAULT_TENANT, value["stream_id"])
 
 
 @dataclass
@@ -77,13 +119,13 @@ class AnomalyService:
     def __init__(self, settings: AnomalySettings):
         self.settings = settings
         self.config = detector_config(settings)
-        self.streams: dict[str, Stream] = {}
+        self.streams: dict[StreamKey, Stream] = {}
         self.store: Store | None = None
         self.publisher: Publisher | None = None
         self.pool: ProcessPoolExecutor | None = None
-        self.training: dict[tuple[str, str], asyncio.Future] = {}
+        self.training: dict[tuple[StreamKey, str], asyncio.Future] = {}
         self._started = asyncio.Lock()
-        self._busy = asyncio.Lock()  # held while a batch is in flight, so shutdown waits for it
+        self._busy = asyncio.Lock()  # held while a batch or a model install is in flight; shutdown waits for it
 
     async def start(self) -> None:
         async with self._started:
@@ -108,155 +150,213 @@ class AnomalyService:
             if self.store:
                 await self.store.close()
 
+    async def _attempts(self, call: Callable[[], Awaitable[T]], step: str) -> T:
+        """`call()` with the platform's bounded retries (PostgreSQL down is waited out inside, not counted)."""
+        def retried(_state) -> None:
+            RETRIES.labels(step).inc()
+
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.settings.consumer_max_attempts),
+                                           wait=wait_exponential(multiplier=0.1, max=2), reraise=True,
+                                           before_sleep=retried):
+            with attempt:
+                return await until_available(call, "PostgreSQL")
+        raise AssertionError("unreachable")
+
+    async def _dead_letter(self, record, error: BaseException) -> None:
+        await dead_letter(self.publisher, record, error, self.settings.anomaly_app_id)
+
     # --- state ---------------------------------------------------------------------------------------------
 
-    async def stream(self, stream_id: str) -> Stream:
-        if stream_id in self.streams:
-            return self.streams[stream_id]
+    async def stream(self, key: StreamKey) -> Stream:
+        if key in self.streams:
+            return self.streams[key]
         stream = Stream()
-        # PostgreSQL down: the batch waits here (nothing is committed), rather than crash the agent
-        row = await until_available(lambda: self.store.load_stream(stream_id), "PostgreSQL")
+        row = await self.store.load_stream(key)
         if row is not None:
             stream.partition, stream.last_offset = row.partition, row.last_offset
             for metric, snapshot in row.detectors.items():
                 version = snapshot["model_version"]
-                model = await until_available(lambda: self.store.load_model(version), "PostgreSQL") if version else None
-                det = MetricDetector.restore(snapshot, self.config, model)
-                # a training that was running when the service stopped is asked for again
-                if model is None and det.state.seen >= self.config.warmup and not det.wants_training():
-                    det.request_training("warmup")
-                stream.detectors[metric] = det
-        self.streams[stream_id] = stream
+                model = await self.store.load_model(version) if version else None
+                stream.detectors[metric] = MetricDetector.restore(snapshot, self.config, model)
+        self.streams[key] = stream
         STREAMS.set(len(self.streams))
+        # a training that was running when the service stopped starts again on the same data (its points may be
+        # held waiting for it)
+        self._start_trainings({key: stream})
         return stream
+
+    async def _save(self, streams: dict[StreamKey, Stream]) -> None:
+        if streams:
+            rows = {key: StreamRow(st.partition, st.last_offset, {m: d.snapshot() for m, d in st.detectors.items()})
+                    for key, st in streams.items()}
+            await until_available(lambda: self.store.save_streams(rows), "PostgreSQL")
+        HELD.set(sum(len(d.pending) for st in self.streams.values() for d in st.detectors.values()))
 
     # --- batches -------------------------------------------------------------------------------------------
 
     async def handle(self, events: list) -> None:
         async with self._busy:
-            self._install_trained()
-            touched: dict[str, Stream] = {}
-            pending: dict[str, list] = defaultdict(list)  # stream -> [(event message, value)] in order
+            touched: dict[StreamKey, Stream] = {}
+            pending: dict[StreamKey, list] = defaultdict(list)  # stream -> [(context, value)] in order
             for event in events:
                 msg = event.message
                 try:
                     value = await self.publisher.serde.decode(msg.value)
-                    stream_id = value["stream_id"]
                 except Exception as e:  # undecodable: no retry can help
                     await self._dead_letter(msg, e)
                     continue
-                stream = await self.stream(stream_id)
-                if msg.partition == stream.partition and msg.offset <= stream.last_offset:
+                try:
+                    key = await self._attempts(lambda: self._accept(msg, value), "load")
+                except Exception as e:
+                    await self._dead_letter(msg, e)
+                    continue
+                if key is None:
                     SKIPPED.inc()
                     continue
-                pending[stream_id].append((msg, value))
-                stream.partition, stream.last_offset = msg.partition, msg.offset
-                touched[stream_id] = stream
-            for stream_id, items in pending.items():
-                await self._score_stream(stream_id, touched[stream_id], items)
+                pending[key].append((_context(msg, value), value))
+                touched[key] = self.streams[key]
+            for key, items in pending.items():
+                await self._publish_all(key, await self._score_stream(key, items))
             self._start_trainings(touched)
-            if touched:
-                rows = {sid: StreamRow(st.partition, st.last_offset, {m: d.snapshot() for m, d in st.detectors.items()})
-                        for sid, st in touched.items()}
-                await until_available(lambda: self.store.save_streams(rows), "PostgreSQL")
+            await self._save(touched)
 
-    async def _score_stream(self, stream_id: str, stream: Stream, items: list) -> None:
-        series: dict[str, list[tuple[int, float, int]]] = defaultdict(list)  # metric -> (ts, value, item index)
-        for i, (msg, value) in enumerate(items):
+    async def _accept(self, msg, value: dict) -> StreamKey | None:
+        """The record's stream, loaded; None when its state already reflects the record."""
+        key = stream_key(value)
+        for name in (*key, *(value.get("metrics") or {})):
+            if "\x00" in name:  # PostgreSQL text and jsonb cannot hold it
+                raise ValueError(f"NUL character in tenant, stream id or metric name {name!r}")
+        stream = await self.stream(key)
+        if msg.partition == stream.partition and msg.offset <= stream.last_offset:
+            return None
+        stream.partition, stream.last_offset = msg.partition, msg.offset
+        return key
+
+    @staticmethod
+    def _feed(stream: Stream, items: list, config: DetectorConfig) -> list[tuple[str, Scored]]:
+        series: dict[str, list[tuple[int, float, dict]]] = defaultdict(list)
+        for ctx, value in items:
             occurred = _ms(value["occurred_at"])
             for metric, x in sorted((value.get("metrics") or {}).items()):
                 if x is None or not math.isfinite(x):
                     continue  # a missing reading is not an anomaly of the stream
-                series[metric].append((occurred, float(x), i))
-        found: list[tuple[int, str, Decision]] = []
+                series[metric].append((occurred, float(x), ctx))
+        scored = []
         for metric, points in series.items():
-            det = stream.detectors.setdefault(metric, MetricDetector(self.config))
+            det = stream.detectors.setdefault(metric, MetricDetector(config))
             detector_name = det.detector
-            for (_, _, i), scored in zip(points, det.feed_many([(t, x) for t, x, _ in points])):
-                if scored.decision is not None:
-                    found.append((i, metric, scored.decision))
-            POINTS.labels(detector_name).inc(len(points))
-        for i, metric, decision in sorted(found, key=lambda f: (f[0], f[1])):
-            msg, value = items[i]
-            await self._publish(msg, value, metric, decision)
+            done = det.feed_many([(t, x) for t, x, _ in points], [c for _, _, c in points])
+            POINTS.labels(detector_name).inc(len(done))
+            scored += [(metric, s) for s in done]
+        return scored
 
-    async def _publish(self, msg, value: dict, metric: str, d: Decision) -> None:
+    async def _score_stream(self, key: StreamKey, items: list) -> list[tuple[str, Scored]]:
+        stream = self.streams[key]
+        try:
+            return self._feed(stream, items, self.config)
+        except Exception:
+            log.exception("scoring %s failed; retrying its records one by one", key)
+        # the stream's state before this batch is the one saved after the last one: reload it, then isolate the
+        # record that fails with bounded retries, each attempt from the state before that record
+        partition, last_offset = stream.partition, stream.last_offset
+        self.streams.pop(key, None)
+        stream = await until_available(lambda: self.stream(key), "PostgreSQL")
+        stream.partition, stream.last_offset = partition, last_offset
+        scored = []
+        for ctx, value in items:
+            before = {m: (d.snapshot(), d.model) for m, d in stream.detectors.items()}
+
+            async def attempt() -> list[tuple[str, Scored]]:
+                try:
+                    return self._feed(stream, [(ctx, value)], self.config)
+                except Exception:
+                    stream.detectors = {m: MetricDetector.restore(snap, self.config, model)
+                                        for m, (snap, model) in before.items()}
+                    raise
+            try:
+                scored += await self._attempts(attempt, "score")
+            except Exception as e:
+                await self._dead_letter(_record(ctx), e)
+        return scored
+
+    async def _publish_all(self, key: StreamKey, scored: list[tuple[str, Scored]]) -> None:
+        found = [(s.context["offset"], metric, s) for metric, s in scored if s.decision is not None]
+        for _, metric, s in sorted(found, key=lambda f: (f[0], f[1])):
+            try:
+                await self._attempts(lambda: self._publish(key, s.context, metric, s.decision), "publish")
+            except Exception as e:
+                await self._dead_letter(_record(s.context), e)
+
+    async def _publish(self, key: StreamKey, ctx: dict, metric: str, d: Decision) -> None:
         s = self.settings
-        dedup_key = f"{value['stream_id']}:{metric}:{d.excursion_start}"
-        traceparent = _header(msg.headers, "traceparent")
+        tenant, stream_id = key
+        dedup_key = f"{tenant}:{stream_id}:{metric}:{d.excursion_start}"
+        traceparent = _traceparent(ctx)
         alert = {
             "alert_id": str(uuid.uuid5(ALERT_NAMESPACE, f"{dedup_key}:{d.action}")),
-            "dedup_key": dedup_key, "action": d.action, "stream_id": value["stream_id"],
-            "source": value.get("source", ""), "tenant": value.get("tenant", "default"), "metric": metric,
+            "dedup_key": dedup_key, "action": d.action, "stream_id": stream_id,
+            "source": ctx["source"], "tenant": tenant, "metric": metric,
             "value": d.value, "score": d.score, "threshold": d.threshold, "severity": d.severity,
             "window_start": _dt(d.window_start), "window_end": _dt(d.window_end), "detector": d.detector,
-            "model_version": d.model_version, "event_id": value.get("event_id", ""), "traceparent": traceparent,
+            "model_version": d.model_version, "event_id": ctx["event_id"], "traceparent": traceparent,
             "attributes": {"excursion_start": _dt(d.excursion_start).isoformat()},
             "created_at": datetime.now(timezone.utc),
         }
         # the alert continues the trace of the event that raised it
-        with process_span(msg.topic, s.anomaly_app_id, list(msg.headers or ()), msg.partition, msg.offset):
-            await self.publisher.publish(s.anomaly_alert_topic, value["stream_id"], alert,
-                                         schema_of="anomalies.v1")
+        headers = [("traceparent", traceparent.encode())] if traceparent else []
+        with process_span(ctx["topic"], s.anomaly_app_id, headers, ctx["partition"], ctx["offset"]):
+            await self.publisher.publish(s.anomaly_alert_topic, stream_id, alert, schema_of="anomalies.v1")
         ALERTS.labels(d.action, d.severity, d.detector).inc()
         log.info("%s %s %s severity=%s detector=%s", d.action, dedup_key, metric, d.severity, d.detector)
 
-    async def _dead_letter(self, msg, error: Exception) -> None:
-        reason = f"{type(error).__name__}: {error}"[:1000]
-        log.warning("dead-lettering %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-        headers = [*(list(msg.headers or ())),
-                   ("dlq.reason", reason.encode()), ("dlq.source.topic", msg.topic.encode()),
-                   ("dlq.source.partition", str(msg.partition).encode()),
-                   ("dlq.source.offset", str(msg.offset).encode()),
-                   ("dlq.consumer.group", self.settings.anomaly_app_id.encode())]
-        key = msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key
-        await self.publisher.send(dlq(msg.topic), key, msg.value, headers)
-
     # --- training ------------------------------------------------------------------------------------------
 
-    def _start_trainings(self, streams: dict[str, Stream]) -> None:
+    def _start_trainings(self, streams: dict[StreamKey, Stream]) -> None:
         from .model import train_serialized
 
         loop = asyncio.get_running_loop()
-        for stream_id, stream in streams.items():
+        for key, stream in streams.items():
             for metric, det in stream.detectors.items():
-                reason = det.wants_training()
-                if not reason or (stream_id, metric) in self.training:
+                if (key, metric) in self.training or (request := det.take_request()) is None:
                     continue
-                values, span = det.training_data()
-                version = f"lstm:{stream_id}:{metric}:{span[1]}"
-                future = loop.run_in_executor(self.pool, train_serialized, values, self.config, version)
-                self.training[(stream_id, metric)] = asyncio.ensure_future(
-                    self._finish_training(stream_id, metric, future, span, reason))
+                version = model_version("/".join(key), metric, request.span[1])
+                future = loop.run_in_executor(self.pool, train_serialized, request.values, self.config, version)
+                self.training[(key, metric)] = asyncio.ensure_future(
+                    self._finish_training(key, metric, future, request))
 
-    async def _finish_training(self, stream_id: str, metric: str, future, span: list[int], reason: str):
+    async def _finish_training(self, key: StreamKey, metric: str, future, request) -> None:
+        """Stores the model, then hands it to its detector, which installs it at its point: the points held for
+        it are scored now, their alerts published and the stream saved, as a batch would."""
         from .model import TrainedModel
 
+        model = None
         try:
             result = await future
+            model = TrainedModel.from_bytes(result["blob"], result["version"], result["center"], result["scale"],
+                                            result["error_median"], result["error_mad"], result["metadata"])
+            model.calibration = result["calibration"]
+            await until_available(lambda: self.store.save_model(key, metric, model, request.span, request.reason),
+                                  "PostgreSQL")
+            TRAININGS.labels(request.reason, "ok").inc()
+            TRAIN_SECONDS.observe(model.metadata["train_seconds"])
+            log.info("model %s trained (%s) in %.1fs", model.version, request.reason, model.metadata["train_seconds"])
+        except asyncio.CancelledError:
+            raise
         except Exception:
-            TRAININGS.labels(reason, "failed").inc()
-            log.exception("training %s %s failed", stream_id, metric)
-            return None
-        model = TrainedModel.from_bytes(result["blob"], result["version"], result["center"], result["scale"],
-                                        result["error_median"], result["error_mad"], result["metadata"])
-        model.calibration = result["calibration"]
-        await until_available(lambda: self.store.save_model(stream_id, metric, model, span, reason), "PostgreSQL")
-        TRAININGS.labels(reason, "ok").inc()
-        TRAIN_SECONDS.observe(model.metadata["train_seconds"])
-        log.info("model %s trained (%s) in %.1fs", model.version, reason, model.metadata["train_seconds"])
-        return model
-
-    def _install_trained(self) -> None:
-        """Installs finished models between batches, so a batch is scored by one model from start to end."""
-        for key, task in list(self.training.items()):
-            if not task.done():
-                continue
-            del self.training[key]
-            model = None if task.cancelled() else task.result()
-            stream = self.streams.get(key[0])
-            if model is not None and stream is not None and key[1] in stream.detectors:
-                stream.detectors[key[1]].install(model)
+            TRAININGS.labels(request.reason, "failed").inc()
+            log.exception("training %s %s failed; the detector goes on with its current scorer", key, metric)
+            model = None
+        async with self._busy:
+            self.training.pop((key, metric), None)
+            stream = self.streams.get(key)
+            det = stream.detectors.get(metric) if stream is not None else None
+            if det is None or det.request is None or det.request.span != request.span:
+                return  # the stream was reloaded since, with a request of its own
+            scored = det.offer(model) if model is not None else det.abandon_request()
+            POINTS.labels(det.detector).inc(len(scored))
+            await self._publish_all(key, [(metric, s) for s in scored])
+            self._start_trainings({key: stream})
+            await self._save({key: stream})
 
 
 def create_app(settings: AnomalySettings) -> tuple[faust.App, AnomalyService]:

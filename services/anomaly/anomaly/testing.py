@@ -31,10 +31,18 @@ class AnomalyProcess(ServiceProcess):
         return self
 
 
-def enriched_event(stream_id: str, i: int, value: float) -> dict:
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=5 * i)
-    return {"event_id": f"{stream_id}-{i}", "delivery_id": f"{stream_id}-{i}", "source": "tests", "type": "metric",
-            "stream_id": stream_id, "tenant": "default", "occurred_at": at, "received_at": at, "text": {},
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def event_time(i: int) -> datetime:
+    """When the event of index `i` of a test stream occurred (one point every 5 minutes)."""
+    return START + timedelta(minutes=5 * i)
+
+
+def enriched_event(stream_id: str, i: int, value: float, tenant: str = "default") -> dict:
+    at = event_time(i)
+    return {"event_id": f"{tenant}-{stream_id}-{i}", "delivery_id": f"{tenant}-{stream_id}-{i}", "source": "tests",
+            "type": "metric", "stream_id": stream_id, "tenant": tenant, "occurred_at": at, "received_at": at, "text": {},
             "metrics": {"latency_ms": value}, "attributes": {}, "raw_payload": "{}", "entities": [],
             "sentiment": [], "models": [], "enriched_at": at}
 

@@ -50,6 +50,15 @@ def series(n: int, seed: int, spike_at: int | None = None) -> list[float]:
     return [float(v) for v in values]
 
 
+def burst(n: int, seed: int, at: int, length: int = 40) -> list[float]:
+    """The wave of `series` with a burst of fast oscillation inside its usual range: every value and every short
+    mean stays within what the last hours held, only the shape is wrong."""
+    values = np.asarray(series(n, seed))
+    k = np.arange(length)
+    values[at:at + length] = 50 + 5 * np.sin(k * 2 * np.pi / 8) + np.random.default_rng(seed).normal(0, 0.5, length)
+    return [float(v) for v in values]
+
+
 def traceparent(stream_id: str, i: int) -> str:
     """The W3C trace context the event of index `i` travels with (as ingest-webhook would start it)."""
     trace_id = hashlib.sha256(f"{stream_id}-{i}".encode()).hexdigest()[:32]
@@ -67,25 +76,27 @@ class Harness:
     def series(self, n: int, seed: int, spike_at: int | None = None) -> list[float]:
         return series(n, seed, spike_at)
 
-    def post(self, stream_id: str, values: list[float], start: int = 0) -> int:
-        return asyncio.run(post(self.settings, stream_id, values, start))
+    burst = staticmethod(burst)
 
-    def wait_processed(self, stream_id: str, offset: int) -> None:
-        asyncio.run(wait_processed(self.settings, stream_id, offset))
+    def post(self, stream_id: str, values: list[float], start: int = 0, tenant: str = "default") -> int:
+        return asyncio.run(post(self.settings, stream_id, values, start, tenant))
 
-    def alerts(self, stream_id: str) -> list[dict]:
-        return alerts(self.settings, stream_id)
+    def wait_processed(self, stream_id: str, offset: int, tenant: str = "default") -> None:
+        asyncio.run(wait_processed(self.settings, stream_id, offset, tenant))
 
-    def models(self, stream_id: str, timeout: float = 60) -> list[dict]:
+    def alerts(self, stream_id: str, tenant: str = "default") -> list[dict]:
+        return [a for a in alerts(self.settings, stream_id) if a["tenant"] == tenant]
+
+    def models(self, stream_id: str, timeout: float = 60, tenant: str = "default") -> list[dict]:
         """The stream's stored model versions, once there is at least one (training runs in the background)."""
         async def fetch() -> list[dict]:
             conn = await asyncpg.connect(self.settings.database_url)
             try:
                 deadline = time.monotonic() + timeout
                 while True:
-                    rows = await conn.fetch(f"select version, reason, hyperparameters, validation_error, train_start, "
-                                            f"train_end from {self.settings.anomaly_db_schema}.models "
-                                            f"where stream_id=$1", stream_id)
+                    rows = await conn.fetch(f"select version, tenant, reason, hyperparameters, validation_error, "
+                                            f"train_start, train_end from {self.settings.anomaly_db_schema}.models "
+                                            f"where stream_id=$1 and tenant=$2 order by train_end", stream_id, tenant)
                     if rows or time.monotonic() > deadline:
                         return [dict(r) for r in rows]
                     await asyncio.sleep(1)
@@ -103,6 +114,19 @@ class Harness:
                 await publisher.stop()
         asyncio.run(send())
 
+    def post_event(self, event: dict) -> int:
+        """Publishes one enriched event as enrich would; returns its offset."""
+        async def send() -> int:
+            publisher = Publisher(self.settings)
+            await publisher.start()
+            try:
+                payload = await publisher.serde.encode(self.settings.anomaly_source_topic, event, "events.enriched.v1")
+                meta = await publisher.send(self.settings.anomaly_source_topic, event["stream_id"], payload)
+                return meta.offset
+            finally:
+                await publisher.stop()
+        return asyncio.run(send())
+
     def dead_letters(self, count: int) -> list:
         return read_messages(self.settings, dlq(self.settings.anomaly_source_topic), count, timeout=30)
 
@@ -112,7 +136,8 @@ def harness(anomaly_settings) -> Harness:
     return Harness(anomaly_settings)
 
 
-async def post(settings: AnomalySettings, stream_id: str, values: list[float], start: int = 0) -> int:
+async def post(settings: AnomalySettings, stream_id: str, values: list[float], start: int = 0,
+               tenant: str = "default") -> int:
     """Publishes events as enrich does; returns the offset of the last one."""
     publisher = Publisher(settings)
     await publisher.start()
@@ -120,7 +145,8 @@ async def post(settings: AnomalySettings, stream_id: str, values: list[float], s
         sent = []
         for i, v in enumerate(values):
             payload = await publisher.serde.encode(settings.anomaly_source_topic,
-                                                   enriched_event(stream_id, start + i, v), "events.enriched.v1")
+                                                   enriched_event(stream_id, start + i, v, tenant),
+                                                   "events.enriched.v1")
             # straight to the producer: Publisher would replace the context with this process's (none here);
             # one idempotent producer keeps the stream's order without waiting for each ack
             sent.append(await publisher.producer.send(
@@ -131,18 +157,21 @@ async def post(settings: AnomalySettings, stream_id: str, values: list[float], s
         await publisher.stop()
 
 
-async def wait_processed(settings: AnomalySettings, stream_id: str, offset: int, timeout: float = 90) -> None:
-    """Waits until the service has saved the stream's state up to `offset`."""
+async def wait_processed(settings: AnomalySettings, stream_id: str, offset: int, tenant: str = "default",
+                         timeout: float = 90) -> None:
+    """Waits until the service has saved the stream's state up to `offset`, no point held for a model."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                done = await conn.fetchval(f"select last_offset from {settings.anomaly_db_schema}.streams "
-                                           f"where stream_id=$1", stream_id)
+                row = await conn.fetchrow(
+                    f"select last_offset, (select coalesce(sum(jsonb_array_length(d.value->'pending')), 0) "
+                    f"from jsonb_each(detectors) d) as held from {settings.anomaly_db_schema}.streams "
+                    f"where tenant=$1 and stream_id=$2", tenant, stream_id)
             except asyncpg.UndefinedTableError:
-                done = None
-            if done is not None and done >= offset:
+                row = None
+            if row is not None and row["last_offset"] >= offset and row["held"] == 0:
                 return
             await asyncio.sleep(0.5)
     finally:

@@ -1,5 +1,19 @@
 """The running service against the real stack: alerts read back with confluent-kafka's AvroDeserializer."""
 
+import httpx
+import numpy as np
+from platform_common.testing import metric_sum
+
+from anomaly.backtest import run_series, service_config
+from anomaly.detector import FALLBACK, LSTM
+from anomaly.model import train
+from anomaly.testing import enriched_event, event_time
+
+
+def points(values: list[float]) -> list[tuple[int, float]]:
+    """The series as the service sees it: each value at its event's time."""
+    return [(int(event_time(i).timestamp() * 1000), v) for i, v in enumerate(values)]
+
 
 def test_spike_gives_one_trigger_then_a_resolve_and_steady_stream_gives_none(service, harness):
     spiky, steady = harness.series(600, seed=1, spike_at=450), harness.series(600, seed=2)
@@ -11,7 +25,7 @@ def test_spike_gives_one_trigger_then_a_resolve_and_steady_stream_gives_none(ser
     assert [a["action"] for a in found] == ["trigger", "resolve"], found
     trigger, resolve = found
     assert trigger["dedup_key"] == resolve["dedup_key"]
-    assert trigger["value"] == spiky[450] and trigger["event_id"] == "spiky-450"
+    assert trigger["value"] == spiky[450] and trigger["event_id"] == "default-spiky-450"
     assert trigger["score"] > trigger["threshold"]
     assert trigger["severity"] in {"critical", "error", "warning", "info"}
     assert trigger["window_start"] < trigger["window_end"]
@@ -48,3 +62,75 @@ def test_restart_mid_stream_neither_loses_nor_repeats_an_alert(service, harness)
     # the stream's model versions are stored with their metadata
     [model, *_] = harness.models("restarted")
     assert model["reason"] == "warmup" and model["validation_error"] >= 0 and model["train_start"] < model["train_end"]
+
+
+def test_backtest_raises_exactly_the_alerts_of_the_service(service, harness):
+    # a backlog: the service takes it in large batches and trains in its worker process meanwhile, so the stream
+    # reaches its models' install points before they are trained and holds its points for them
+    values = harness.burst(1100, seed=11, at=820)
+    values[480:484] = [v + 40 for v in values[480:484]]
+    harness.wait_processed("replayed", harness.post("replayed", values))
+    served = [(a["action"], int(a["window_end"].timestamp() * 1000), a["detector"], a["model_version"],
+               a["event_id"], a["score"], a["threshold"]) for a in harness.alerts("replayed")]
+
+    scored, _, trainings = run_series(points(values), service_config(), train, "default/replayed", "latency_ms")
+    backtested = [(s.decision.action, s.decision.timestamp, s.decision.detector, s.decision.model_version,
+                   f"default-replayed-{s.context}", s.decision.score, s.decision.threshold)
+                  for s in scored if s.decision is not None]
+    assert trainings >= 2 and any(a[2] == LSTM for a in backtested), backtested
+    assert [a[:5] for a in served] == [a[:5] for a in backtested]
+    for got, want in zip(served, backtested):
+        assert np.allclose(got[5:], want[5:], rtol=1e-4), (got, want)
+    # the same versions are stored
+    stored = {m["version"] for m in harness.models("replayed")}
+    assert {a[3] for a in served if a[2] == LSTM} <= stored
+
+
+def test_the_lstm_raises_what_the_fallback_misses(service, harness):
+    values = harness.burst(900, seed=12, at=700)
+    harness.wait_processed("shape", harness.post("shape", values))
+
+    fallback, _, _ = run_series(points(values), service_config(), None, "default/shape", "latency_ms")
+    assert [s.decision for s in fallback if s.decision is not None] == []  # the statistics see nothing
+
+    triggers = [a for a in harness.alerts("shape") if a["action"] == "trigger"]
+    assert len(triggers) == 1, triggers
+    [trigger] = triggers
+    assert 700 <= int(trigger["event_id"].rsplit("-", 1)[1]) < 740
+    assert trigger["detector"] == LSTM != FALLBACK
+    assert trigger["model_version"] in {m["version"] for m in harness.models("shape")}
+    assert trigger["model_version"].startswith("lstm:default/shape:latency_ms:")
+
+
+def test_a_record_that_keeps_failing_is_retried_then_dead_lettered(service, harness):
+    # decodes fine, but no PostgreSQL text can hold its stream id: every attempt fails
+    poison = enriched_event("poison\x00id", 0, 1.0)
+    offset = harness.post_event(poison)
+    [dead] = [m for m in harness.dead_letters(10) if m.key() == "poison\x00id".encode()]
+    headers = dict(dead.headers())
+    assert headers["dlq.exception.type"] == b"builtins.ValueError"
+    assert b"NUL character" in headers["dlq.reason"] and b"Traceback" in headers["dlq.stack"]
+    assert headers["dlq.source.topic"].decode() == harness.settings.anomaly_source_topic
+    assert int(headers["dlq.source.offset"]) == offset
+    assert headers["dlq.consumer.group"].decode() == harness.settings.anomaly_app_id
+    assert harness.post_event(poison) > offset  # the same record once more, to count one record's attempts
+    harness.wait_processed("after-poison", harness.post("after-poison", harness.series(5, seed=4)))
+    exposition = httpx.get(f"http://127.0.0.1:{harness.settings.anomaly_port}/metrics").text
+    retries = metric_sum(exposition, "anomaly_processing_retries_total", step="load")
+    assert retries == 2 * (harness.settings.consumer_max_attempts - 1)
+
+
+def test_two_tenants_with_the_same_stream_id_keep_separate_models_and_state(service, harness):
+    spiky, steady = harness.series(600, seed=21, spike_at=450), harness.series(600, seed=22)
+    last_acme = harness.post("shared-id", spiky, tenant="acme")
+    last_globex = harness.post("shared-id", steady, tenant="globex")
+    harness.wait_processed("shared-id", last_acme, tenant="acme")
+    harness.wait_processed("shared-id", last_globex, tenant="globex")
+
+    acme, globex = harness.models("shared-id", tenant="acme"), harness.models("shared-id", tenant="globex")
+    assert acme and globex and not {m["version"] for m in acme} & {m["version"] for m in globex}
+    assert all(m["version"].startswith("lstm:acme/shared-id:") for m in acme)
+    found = harness.alerts("shared-id", tenant="acme")
+    assert [a["action"] for a in found] == ["trigger", "resolve"] and found[0]["event_id"] == "acme-shared-id-450"
+    assert found[0]["dedup_key"].startswith("acme:shared-id:")
+    assert harness.alerts("shared-id", tenant="globex") == []
