@@ -22,7 +22,8 @@ from ingest_webhook.signatures import verify_github
 from ingest_webhook.sources import SourceConfigError, load_sources
 
 
-# https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries#testing-the-webhook-payload-validation
+# GitHub's own example: https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+# ("Testing the webhook payload validation")
 GITHUB_SECRET = "It's a Secret to Everybody"
 GITHUB_BODY = b"Hello, World!"
 GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
@@ -129,7 +130,8 @@ def test_a_stripe_guest_charge_with_null_customer_and_description_is_accepted(si
     assert event["text"] == {} and event["metrics"]["amount"] == 19.99
 
 
-def test_an_event_whose_mapping_finds_no_stream_goes_to_the_sources_stream(sign, client, secrets, ingest_settings, read_at):
+def test_an_event_whose_mapping_finds_no_stream_goes_to_the_sources_stream(sign, client, secrets, ingest_settings,
+                                                                           read_at):
     body = json.dumps({"text": "no stream named"})
     r = client.post("/webhooks/demo", content=body, headers=sign.standard(secrets["WEBHOOK_SECRET_DEMO"], body))
     assert r.status_code == 202, r.text
@@ -197,3 +199,21 @@ def test_development_secrets_default_to_loopback():
     from ingest_webhook.settings import IngestSettings
     assert IngestSettings(ingest_dev_secrets=True).listen_host == "127.0.0.1"
     assert IngestSettings().listen_host == "0.0.0.0"
+
+
+# --- authorization ----------------------------------------------------------------------------------------------
+
+def test_the_intake_has_no_route_outside_its_signatures_and_the_ops_endpoints(ingest_settings, sources):
+    """The webhook route is authenticated by its signatures (above), the ops endpoints are public; any other route
+    added without an API-key policy fails the authorization matrix."""
+    from support.authz import Keys, authz_cases
+
+    app = create_app(ingest_settings, sources)
+    public = {"/webhooks/{source}", "/healthz", "/readyz", "/metrics"}
+    assert authz_cases(app, Keys.create(), public) == []
+
+    @app.get("/debug/sources")
+    async def leak():
+        return {}
+    with pytest.raises(AssertionError, match="/debug/sources has no authorization policy"):
+        authz_cases(app, Keys.create(), public)

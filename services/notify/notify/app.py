@@ -68,8 +68,8 @@ class Notify:
         # like platform_common.ops.serve, but without lifespan events (none are used) and stoppable, so that a
         # shutdown neither cuts a request short nor logs a cancelled lifespan
         self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host=self.settings.notify_host, port=self.settings.notify_port if port is None else port, log_config=None,
-            access_log=False, lifespan="off"))
+            self.app, host=self.settings.notify_host, port=self.settings.notify_port if port is None else port,
+            log_config=None, access_log=False, lifespan="off"))
         self.server.install_signal_handlers = lambda: None
         await self.server.serve()
 

@@ -9,7 +9,6 @@ import socket
 import time
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 import requests
 import schemathesis
