@@ -290,3 +290,25 @@ def test_every_network_policy_is_in_the_kustomization():
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     assert "network-policies.yaml" in kustomization["resources"]
     assert any(d["kind"] == "NetworkPolicy" for d in manifests())
+
+
+# --- listening addresses ------------------------------------------------------------------------------------------
+
+def _loopback_by_default() -> dict[str, str]:
+    """{service: its HOST variable} for the services that listen on loopback unless configured otherwise."""
+    found = {}
+    for settings in ROOT.glob("services/*/*/settings.py"):
+        match = re.search(r'^\s+(\w+_host): str(?: \| None)? = "127\.0\.0\.1"', settings.read_text(), re.M)
+        if match:
+            found[settings.parents[1].name] = match.group(1).upper()
+    return found
+
+
+def test_services_that_default_to_loopback_listen_on_the_container_address_when_deployed(resolved):
+    loopback = _loopback_by_default()
+    assert {"notify", "rag", "reports"} <= set(loopback)
+    deployments = of_kind("Deployment")
+    for name, variable in loopback.items():
+        assert resolved["services"][name]["environment"].get(variable) == "0.0.0.0", f"compose: {name}"
+        env = {e["name"]: e.get("value") for e in deployments[name]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env.get(variable) == "0.0.0.0", f"kubernetes: {name}"

@@ -10,7 +10,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 class NotifySettings(CommonSettings):
     service_name: str = "notify"
-    notify_host: str = "0.0.0.0"
+    # loopback unless configured, like rag and reports: a container or pod sets 0.0.0.0 behind its network policy
+    notify_host: str = "127.0.0.1"
     notify_port: int = 8005
     # the longest silence the API accepts (seconds; 7 days): longer ones are refused, not shortened
     notify_silence_max_duration: float = 7 * 86400
