@@ -10,9 +10,9 @@ APT_PACKAGES := $(sort $(shell sed -e 's/\#.*//' services/*/apt-packages.txt dep
 NPM_DIRS := $(patsubst %/package.json,%,$(wildcard services/*/package.json))
 PYTEST_ARGS ?=
 
-.PHONY: install up down clean status run demo test bench chaos replay backtest
+.PHONY: install up down clean status run demo test bench chaos replay backtest train-models
 
-install: $(VENV)/.installed .cache/stack/.fetched $(addsuffix /node_modules/.installed,$(NPM_DIRS))
+install: $(VENV)/.installed .cache/stack/.fetched $(addsuffix /node_modules/.installed,$(NPM_DIRS)) .venv-triton/.installed
 
 $(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES)) deploy/local/requirements.txt $(wildcard services/*/apt-packages.txt deploy/apt-packages.txt)
 	@command -v python3 >/dev/null || { echo "install: python3 (3.11+) is required"; exit 1; }
@@ -25,6 +25,19 @@ $(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SER
 	$(PY) -m pip install -q -r deploy/local/requirements.txt -e "libs/common[test,faust]" \
 	  $(foreach s,$(SERVICES),-e "$(s)[test]")
 	touch $@
+
+# The Triton Inference Server of nvidia-pytriton (serves deploy/triton for enrich's triton backend in tests and benches);
+# its own environment because it pins numpy<2.
+.venv-triton/.installed: deploy/triton/requirements.txt
+	test -x .venv-triton/bin/python || python3 -m venv .venv-triton
+	.venv-triton/bin/python -m pip install -q -r deploy/triton/requirements.txt
+	touch $@
+
+# Fine-tunes and exports enrich's models (services/enrich/training/README.md); a fresh machine uses the committed ones.
+train-models:
+	test -x .venv-train/bin/python || python3 -m venv .venv-train
+	.venv-train/bin/python -m pip install -q -r services/enrich/training/requirements.txt
+	.venv-train/bin/python services/enrich/training/pipeline.py $(TRAIN_ARGS)
 
 .cache/stack/.fetched: deploy/local/pom.xml | $(VENV)/.installed
 	$(STACK) fetch

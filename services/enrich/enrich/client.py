@@ -1,28 +1,27 @@
-"""Model clients: one per model, a `local` (in-process) or `triton` (KServe V2 over HTTP) backend behind the same
-micro-batcher, timeout and circuit breaker, so the stream code does not know which one it talks to.
+"""The model client: a `local` (ONNX Runtime in a worker process) or `triton` (KServe V2 over HTTP) backend behind the
+same micro-batcher, timeout and circuit breaker, so the stream code does not know which one it talks to.
 
-Over V2 a model takes a BYTES tensor `TEXT` [n] and answers `RESULT` [n] (one JSON document per text, the same dict
-the local model returns) and `MODEL` [n] (`name:version` of the model that answered).
+Both backends run the same pre- and post-processing (`enrich.models.TextModel`); only the encoder call differs. Over
+V2 the encoder takes `input_ids` and `attention_mask` (INT64 [rows, tokens]) and answers `token_logits`
+(FP32 [rows, tokens, 9]) and `sentiment_logits` (FP32 [rows, 3]): Triton's ONNX Runtime backend serves the committed
+ONNX file as it is (deploy/triton), and the model version asked for is the artifact's, so the answer names what ran.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
 import os
 import threading
 import time
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
-
 import numpy as np
 import tritonclient.http.aio as triton
 from tritonclient.utils import InferenceServerException
 
 from .metrics import BREAKER_OPEN, MODEL_BATCH, MODEL_ERRORS, MODEL_SECONDS
-from .models import get_model
+from .models import ModelRef, get_model
 from .pii import mask
 
 log = logging.getLogger(__name__)
@@ -36,15 +35,9 @@ class ModelFailed(Exception):
     """The model refused these inputs; retrying the same inputs will fail again."""
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    task: str
-    name: str
-    version: str
-
-
-def _init_worker(task: str) -> None:
+def _init_worker(task: str, threads: int = 1) -> None:
     """Loads the model, and ends the worker when the service dies (SIGKILL gives it no chance to stop it)."""
+    os.environ["ENRICH_ORT_THREADS"] = str(threads)
     get_model(task)
     parent = os.getppid()
 
@@ -67,67 +60,95 @@ class LocalBackend:
 
     kind = "local"
 
-    def __init__(self, task: str, workers: int = 0):
+    def __init__(self, task: str, workers: int = 0, threads: int = 1):
         self.task = task
-        model = get_model(task)
-        self.ref = ModelRef(task, model.name, model.version)
+        # the refs are read from the artifact's config without an ONNX session in this process
+        from .models import TextModel
+        self.refs = TextModel(session=False).refs if task == "text" else [ModelRef(task, *_name_version(task))]
         self._executor: Executor = (
             ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                initargs=(task,))
+                                initargs=(task, threads))
             if workers else ThreadPoolExecutor(1, thread_name_prefix=f"model-{task}"))
 
     async def start(self) -> None:
         """Starts the worker (it loads the model) before the stream, outside the request timeout."""
         await asyncio.get_running_loop().run_in_executor(self._executor, _predict, self.task, ["warm-up"])
 
-    async def infer(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
+    async def infer(self, texts: list[str]) -> tuple[list[dict], list[ModelRef]]:
         try:
             results = await asyncio.get_running_loop().run_in_executor(self._executor, _predict, self.task, texts)
         except BrokenExecutor as e:  # the worker process died: a new backend is needed, not a new input
             raise ModelUnavailable(f"{self.task} worker process died") from e
         except Exception as e:
             raise ModelFailed(mask(f"{type(e).__name__}: {e}")) from e
-        return results, self.ref
+        return results, self.refs
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class TritonBackend:
+    """Tokenizes and decodes in a thread of this process; the encoder runs on the V2 server."""
+
     kind = "triton"
 
-    def __init__(self, task: str, url: str):
-        self.task = task
+    def __init__(self, task: str, url: str, model_name: str = "minilm_multitask"):
+        from .models import TextModel
+        self.task, self.model_name = task, model_name
+        self.model = TextModel(session=False)
+        self.refs = self.model.refs
         self.client = triton.InferenceServerClient(url)
 
     async def start(self) -> None:
         pass  # the server may come up later: requests fail as ModelUnavailable until it does
 
-    async def infer(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
-        text = triton.InferInput("TEXT", [len(texts)], "BYTES")
-        text.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_), binary_data=False)
+    async def infer(self, texts: list[str]) -> tuple[list[dict], list[ModelRef]]:
+        prepared = await asyncio.to_thread(self.model.prepare, texts)
+        token_logits, sentiment_logits = await self.run(prepared)
+        results = await asyncio.to_thread(self.model.finish, texts, prepared, token_logits, sentiment_logits)
+        return results, self.refs
+
+    # the server's max_batch_size (deploy/triton/minilm_multitask/config.pbtxt): rows beyond it go in more requests
+    max_rows = 256
+
+    @staticmethod
+    def chunks(prepared, size: int) -> list:
+        from .models.transformer import Prepared
+        return [Prepared(prepared.input_ids[i:i + size], prepared.attention_mask[i:i + size],
+                         prepared.row_text[i:i + size], prepared.offsets[i:i + size])
+                for i in range(0, len(prepared.input_ids), size)]
+
+    async def run(self, prepared) -> tuple[np.ndarray, np.ndarray]:
+        answers = await asyncio.gather(*(self._request(c) for c in self.chunks(prepared, self.max_rows)))
+        return (np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers]))
+
+    async def _request(self, prepared) -> tuple[np.ndarray, np.ndarray]:
+        inputs = []
+        for name, array in (("input_ids", prepared.input_ids), ("attention_mask", prepared.attention_mask)):
+            tensor = triton.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array, binary_data=True)
+            inputs.append(tensor)
         try:
-            answer = await self.client.infer(self.task, [text], outputs=[
-                triton.InferRequestedOutput("RESULT", binary_data=False),
-                triton.InferRequestedOutput("MODEL", binary_data=False)],
-                # JSON body (portable to every V2 server); MLServer only parses it when told so
-                headers={"Content-Type": "application/json"})
+            answer = await self.client.infer(
+                self.model_name, inputs, model_version=self.model.encoder.version,
+                outputs=[triton.InferRequestedOutput("token_logits", binary_data=True),
+                         triton.InferRequestedOutput("sentiment_logits", binary_data=True)])
         except InferenceServerException as e:
-            status = str(e.status() or "")
-            # 404: model not loaded (yet); 503/504: overloaded; anything else is the model refusing the input
-            if status in ("404", "502", "503", "504"):
-                raise ModelUnavailable(f"V2 server answered {status}") from e
-            raise ModelFailed(mask(f"V2 server answered {status}: {e.message()}")) from e
-        name, _, version = _text(answer.as_numpy("MODEL").ravel()[0]).partition(":")
-        return [json.loads(_text(r)) for r in answer.as_numpy("RESULT").ravel()], ModelRef(self.task, name, version)
+            status, message = str(e.status() or ""), e.message() or ""
+            # 404 or "unknown model"/"not ready": not loaded (yet); 502-504: overloaded; else the input is refused
+            if status in ("404", "502", "503", "504") or "unknown model" in message or "not ready" in message \
+                    or "not found" in message:
+                raise ModelUnavailable(f"V2 server answered {status}: {message}") from e
+            raise ModelFailed(mask(f"V2 server answered {status}: {message}")) from e
+        return answer.as_numpy("token_logits"), answer.as_numpy("sentiment_logits")
 
     async def close(self) -> None:
         await self.client.close()
 
 
-def _text(value: bytes | str) -> str:
-    # BYTES elements come back as bytes in the binary encoding and as str in the JSON one
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _name_version(name: str) -> tuple[str, str]:
+    model = get_model(name)
+    return model.name, model.version
 
 
 class CircuitBreaker:
@@ -179,7 +200,7 @@ class ModelClient:
             task.cancel()
         await self.backend.close()
 
-    async def predict(self, texts: list[str]) -> tuple[list[dict], ModelRef | None]:
+    async def predict(self, texts: list[str]) -> tuple[list[dict], list[ModelRef] | None]:
         if not texts:
             return [], None
         future = asyncio.get_running_loop().create_future()
@@ -224,7 +245,7 @@ class ModelClient:
         finally:
             self._slots.release()
 
-    async def _request(self, texts: list[str]) -> tuple[list[dict], ModelRef]:
+    async def _request(self, texts: list[str]) -> tuple[list[dict], list[ModelRef]]:
         self.breaker.check()
         MODEL_BATCH.labels(*self._labels).observe(len(texts))
         started = time.perf_counter()
@@ -247,8 +268,8 @@ class ModelClient:
 
 
 def model_client(task: str, backend: str, settings) -> ModelClient:
-    impl = (LocalBackend(task, settings.enrich_local_workers) if backend == "local"
-            else TritonBackend(task, settings.enrich_triton_url))
+    impl = (LocalBackend(task, settings.enrich_local_workers, settings.enrich_ort_threads) if backend == "local"
+            else TritonBackend(task, settings.enrich_triton_url, settings.enrich_triton_model))
     breaker = CircuitBreaker(settings.enrich_breaker_failures, settings.enrich_breaker_reset_s,
                              on_open=lambda: (BREAKER_OPEN.labels(task, backend).inc(),
                                               log.warning("circuit opened for %s via %s", task, backend)))

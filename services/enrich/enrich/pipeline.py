@@ -15,11 +15,13 @@ from typing import Any
 
 import httpx
 from platform_common.kafka import ENRICHED, RAW, Publisher, dlq
+from platform_common.kafka import dead_letter as write_dead_letter
 from platform_common.tracing import inject_headers, process_span, publish_span
 
-from .client import ModelClient, ModelFailed, ModelRef, ModelUnavailable, model_client
+from .client import ModelClient, ModelFailed, ModelUnavailable, model_client
+from .language import UNDETERMINED, detect
 from .metrics import EVENTS, STREAM_BATCH
-from .models import TASKS
+from .models import TextModel
 from .pii import mask
 from .settings import EnrichSettings
 
@@ -43,11 +45,30 @@ class Job:
     event: dict
     texts: dict[str, str]  # field -> text to enrich
     status: str
+    languages: dict[str, str]  # field -> detected language (ISO 639-1, or "und")
 
 
-def plan(event: dict, max_chars: int) -> tuple[dict[str, str], str]:
-    """Which text fields go to the models, and the event's enrichment_status."""
-    texts, skipped = {}, []
+@dataclass(frozen=True)
+class Languages:
+    """What the models cover: languages with an entity model, with a sentiment model, and the one undetermined
+    texts go to."""
+    ner: frozenset[str]
+    sentiment: frozenset[str]
+    default: str = "en"
+    min_confidence: float = 0.5
+
+    def route(self, language: str) -> str:
+        return self.default if language == UNDETERMINED else language
+
+    def supported(self, language: str) -> bool:
+        language = self.route(language)
+        return language in self.ner or language in self.sentiment
+
+
+def plan(event: dict, max_chars: int, languages: Languages | None = None) -> tuple[dict[str, str], str, dict]:
+    """Which text fields go to the models, the event's enrichment_status and each text's language. A text in a
+    language no model covers is not enriched (`unsupported_language`): no model guesses at it."""
+    texts, skipped, detected = {}, [], {}
     for field, text in (event.get("text") or {}).items():
         if not text.strip():
             continue
@@ -56,10 +77,15 @@ def plan(event: dict, max_chars: int) -> tuple[dict[str, str], str]:
         elif not looks_like_text(text):
             skipped.append("not_text")
         else:
+            if languages is not None:
+                detected[field] = detect(text, languages.min_confidence)
+                if not languages.supported(detected[field]):
+                    skipped.append("unsupported_language")
+                    continue
             texts[field] = text
     if texts:
-        return texts, "partial" if skipped else "ok"
-    return texts, skipped[0] if skipped else "empty"
+        return texts, "partial" if skipped else "ok", detected
+    return texts, skipped[0] if skipped else "empty", detected
 
 
 _ODD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
@@ -74,7 +100,11 @@ class Enricher:
     def __init__(self, settings: EnrichSettings, group: str):
         self.settings, self.group = settings, group
         self.publisher: Publisher
-        self.models: dict[str, ModelClient] = {}
+        self.model: ModelClient
+        # the languages come from the model's artifact (what it was trained and measured on)
+        covered = TextModel(session=False).languages
+        self.languages = Languages(frozenset(covered["ner"]), frozenset(covered["sentiment"]),
+                                   settings.enrich_default_language, settings.enrich_language_min_confidence)
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -83,16 +113,14 @@ class Enricher:
         async with self._lock:
             if not self._started:
                 self.publisher = Publisher(self.settings)
-                self.models = {t: model_client(t, self.settings.backend_for(t), self.settings) for t in TASKS}
+                self.model = model_client("text", self.settings.enrich_backend, self.settings)
                 await self.publisher.start()
-                for client in self.models.values():
-                    await client.start()
+                await self.model.start()
                 self._started = True
 
     async def stop(self) -> None:
         if self._started:
-            for client in self.models.values():
-                await client.close()
+            await self.model.close()
             await self.publisher.stop()
             self._started = False
 
@@ -103,10 +131,10 @@ class Enricher:
             try:
                 event = await self._decode(record)
             except Exception as e:  # not Avro, unknown schema id: no retry can help
-                await self.dead_letter(record, None, f"undecodable record: {type(e).__name__}: {e}")
+                await self.dead_letter(record, e)
                 continue
-            texts, status = plan(event, self.settings.enrich_max_text_chars)
-            jobs.append(Job(record, event, texts, status))
+            texts, status, languages = plan(event, self.settings.enrich_max_text_chars, self.languages)
+            jobs.append(Job(record, event, texts, status, languages))
         # chunk by chunk, in order: the model workers infer the next chunks while this loop encodes and sends
         step = self.settings.enrich_model_batch
         inferences = [asyncio.ensure_future(self._infer_or_dead_letter(jobs[i:i + step]))
@@ -147,26 +175,28 @@ class Enricher:
                 wait = min(wait * 2, 5.0)
             except ModelFailed as e:
                 if len(jobs) == 1:
-                    await self.dead_letter(jobs[0].record, jobs[0].event, f"model failed: {e}")
+                    await self.dead_letter(jobs[0].record, e)
                     return []
                 half = len(jobs) // 2
                 return await self._infer_or_dead_letter(jobs[:half]) + await self._infer_or_dead_letter(jobs[half:])
 
     async def _infer(self, jobs: list[Job]) -> list[dict]:
         texts = [(i, field, text) for i, job in enumerate(jobs) for field, text in job.texts.items()]
-        answers = await asyncio.gather(*(self.models[t].predict([text for _, _, text in texts]) for t in TASKS))
-        out = [{"entities": [], "sentiment": [], "models": []} for _ in jobs]
-        refs: dict[str, ModelRef | None] = {}
-        for task, (results, ref) in zip(TASKS, answers):
-            refs[task] = ref
-            for (i, field, _), result in zip(texts, results):
-                if task == "sentiment":
-                    out[i]["sentiment"].append({"field": field, **result})
-                else:
-                    out[i]["entities"].extend({"field": field, **e} for e in result["entities"])
+        results, refs = await self.model.predict([text for _, _, text in texts])
+        out = [{"entities": [], "sentiment": [], "models": [], "languages": job.languages} for job in jobs]
+        for (i, field, _), result in zip(texts, results):
+            language = self.languages.route(jobs[i].languages.get(field, UNDETERMINED))
+            # each task only where its model covers the language (e.g. Dutch has entities, no sentiment model)
+            if language in self.languages.sentiment:
+                s = result["sentiment"]
+                out[i]["sentiment"].append({"field": field, "label": s["label"], "intensity": s["intensity"],
+                                            "score": s["score"], "polarity": s["polarity"], "model": s["model"]})
+            ner = language in self.languages.ner
+            out[i]["entities"].extend({"field": field, **e} for e in result["entities"]
+                                      if ner or e["model"] != refs[0].name)
         for job, enrichment in zip(jobs, out):
             if job.texts:
-                enrichment["models"] = [vars(refs[t]) for t in TASKS if refs[t]]
+                enrichment["models"] = [vars(r) for r in refs]
         return out
 
     async def _send(self, job: Job, enrichment: dict) -> asyncio.Future:
@@ -185,23 +215,26 @@ class Enricher:
         EVENTS.labels("enriched" if job.texts else "passed_through").inc()
         return future
 
-    async def dead_letter(self, record: Record, event: dict | None, reason: str) -> None:
-        """The DLQ copy and its reason are PII-masked: the DLQ is read by people, the raw topic keeps the original."""
-        reason = mask(reason)[:1000]
-        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        topic = dlq(record.topic)
-        headers = [("dlq.reason", reason.encode()), ("dlq.source.topic", record.topic.encode()),
-                   ("dlq.source.partition", str(record.partition).encode()),
-                   ("dlq.source.offset", str(record.offset).encode()), ("dlq.consumer.group", self.group.encode())]
-        key = record.key.decode(errors="replace") if record.key is not None else None
+    async def dead_letter(self, record: Record, error: BaseException) -> None:
+        """The platform's one dead-letter writer. The DLQ copy and its reason are PII-masked (the DLQ is read by
+        people, the raw topic keeps the original): a decodable event stays Avro, with its text fields masked."""
+        try:
+            event = await self.publisher.serde.decode(record.value)
+            masked = await self.publisher.serde.encode(dlq(record.topic), masked_event(event), schema_of=RAW)
+        except Exception:  # not Avro: masked as text
+            masked = mask((record.value or b"").decode("utf-8", errors="replace")).encode()
         with process_span(record.topic, self.group, record.headers, record.partition, record.offset):
-            if event is None:
-                payload = mask((record.value or b"").decode("utf-8", errors="replace")).encode()
-                await self.publisher.send(topic, key, payload, headers)
-            else:
-                await self.publisher.publish(topic, key or event["stream_id"], masked_event(event), headers,
-                                             schema_of=RAW)
+            await write_dead_letter(self.publisher, record, masked_error(error), self.group, redact=lambda _: masked)
         EVENTS.labels("dead_lettered").inc()
+
+
+def masked_error(error: BaseException) -> BaseException:
+    """The same exception type with a PII-masked message (the DLQ's reason header), and its traceback."""
+    try:
+        masked = type(error)(mask(str(error)))
+    except Exception:  # an exception whose constructor takes other arguments
+        masked = RuntimeError(mask(f"{type(error).__name__}: {error}"))
+    return masked.with_traceback(error.__traceback__)
 
 
 def masked_event(event: dict[str, Any]) -> dict[str, Any]:

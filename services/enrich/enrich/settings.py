@@ -16,14 +16,18 @@ class EnrichSettings(CommonSettings):
     enrich_input_topic: str = RAW
     enrich_output_topic: str = ENRICHED
 
-    # model backend, for all models or per model (ENRICH_NER_BACKEND=triton overrides ENRICH_BACKEND for NER)
+    # where the encoder runs: ONNX Runtime in a worker process (local) or a KServe V2 server (triton); one encoder
+    # serves both entities and sentiment
     enrich_backend: Backend = "local"
-    enrich_sentiment_backend: Backend | None = None
-    enrich_ner_backend: Backend | None = None
-    # worker processes per model for the local backend (0: a thread of this process)
+    # worker processes for the local backend (0: a thread of this process), ONNX Runtime threads in each
     enrich_local_workers: int = 1
-    # KServe V2 HTTP endpoint (Triton, or MLServer serving services/enrich/mlserver)
+    enrich_ort_threads: int = 1
+    # KServe V2 HTTP endpoint (Triton with deploy/triton, or the Triton of nvidia-pytriton) and the model's name there
     enrich_triton_url: str = "localhost:8010"
+    enrich_triton_model: str = "minilm_multitask"
+    # texts whose language is undetermined (below this confidence, e.g. a few words) go to this language's models
+    enrich_default_language: str = "en"
+    enrich_language_min_confidence: float = 0.5
 
     # stream batching (Faust take_events) and agent concurrency (>1 gives up per-stream ordering)
     enrich_stream_batch: int = 1000
@@ -40,6 +44,3 @@ class EnrichSettings(CommonSettings):
     enrich_breaker_reset_s: float = 5.0
     # texts longer than this are passed through unenriched with enrichment_status "too_large"
     enrich_max_text_chars: int = 20_000
-
-    def backend_for(self, task: str) -> Backend:
-        return getattr(self, f"enrich_{task}_backend") or self.enrich_backend

@@ -1,12 +1,12 @@
-"""Helpers shared by the tests and bench.py: raw events, the service and MLServer as subprocesses on free ports, and
+"""Helpers shared by the tests and bench.py: raw events, the service and Triton as subprocesses on free ports, and
 a reader of the enriched topic with confluent-kafka (an independent client)."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +18,7 @@ from platform_common.settings import CommonSettings
 from platform_common.testing import ServiceProcess, drop_topics, free_port, wait_http
 
 SERVICE = Path(__file__).resolve().parents[1]  # services/enrich
+REPO = SERVICE.parents[1]
 
 
 def raw_event(text: dict[str, str], stream_id: str = "stream-1", event_id: str | None = None) -> dict:
@@ -93,22 +94,25 @@ class TopicReader:
 
 
 @contextmanager
-def running_mlserver(workdir: Path) -> Iterator[str]:
-    """MLServer serving services/enrich/mlserver on free ports; yields its HTTP address (host:port)."""
-    shutil.copytree(SERVICE / "mlserver", workdir, dirs_exist_ok=True)
-    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
-    settings = json.loads((workdir / "settings.json").read_text()) | ports
-    (workdir / "settings.json").write_text(json.dumps(settings))
-    log = (workdir / "mlserver.log").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlserver")), "start", str(workdir)],
-                            stdout=log, stderr=log)
+def running_triton(workdir: Path) -> Iterator[str]:
+    """The Triton Inference Server of nvidia-pytriton (its own environment, `.venv-triton`, made by `make install`)
+    serving deploy/triton on free ports; yields its HTTP address (host:port)."""
+    python = REPO / ".venv-triton" / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"{python} is missing: `make install` creates it (nvidia-pytriton, numpy<2)")
+    ports = [free_port() for _ in range(3)]
+    log = (workdir / "triton.log").open("wb")
+    proc = subprocess.Popen([str(python), str(REPO / "deploy" / "triton" / "pytriton_server.py"),
+                             "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port",
+                             str(ports[2])], stdout=log, stderr=log, start_new_session=True)
     try:
-        for model in ("sentiment", "ner"):
-            wait_http(f"http://127.0.0.1:{ports['http_port']}/v2/models/{model}/ready", timeout=90, proc=proc)
-        yield f"127.0.0.1:{ports['http_port']}"
+        wait_http(f"http://127.0.0.1:{ports[0]}/v2/models/minilm_multitask/ready", timeout=120, proc=proc)
+        yield f"127.0.0.1:{ports[0]}"
     finally:
-        proc.terminate()
+        # pytriton runs tritonserver as a child: the whole process group goes
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

@@ -1,7 +1,7 @@
-"""Fixtures of the enrich tests: per-run topics and app ids, the service as a subprocess, MLServer on free ports."""
+"""Fixtures of the enrich tests: per-run topics and app ids, the service as a subprocess, Triton on free ports."""
 
 import pytest
-from enrich.testing import EnrichProcess, running_mlserver
+from enrich.testing import EnrichProcess, running_triton
 from platform_common.kafka import Publisher
 from platform_common.settings import CommonSettings
 
@@ -35,6 +35,6 @@ async def publisher(common_settings):
 
 
 @pytest.fixture(scope="session")
-def mlserver(tmp_path_factory):
-    with running_mlserver(tmp_path_factory.mktemp("mlserver")) as address:
+def triton(tmp_path_factory):
+    with running_triton(tmp_path_factory.mktemp("triton")) as address:
         yield address

@@ -41,7 +41,7 @@ async def test_event_is_enriched_within_two_seconds(service, reader, publisher, 
     await publish_raw(publisher, common_settings, service.input, [warm])
     assert reader.poll_until({warm["event_id"]}, 60), "enrich never produced the warm-up event"
 
-    event = raw_event({"body": TEXT, "title": "Awful delay"}, stream_id="stream-e2e")
+    event = raw_event({"body": TEXT, "title": "Awful delay, the support was terrible and slow."}, stream_id="stream-e2e")
     with tracer.start_as_current_span("webhook") as span:
         started = time.monotonic()
         await publish_raw(publisher, common_settings, service.input, [event])
@@ -53,16 +53,21 @@ async def test_event_is_enriched_within_two_seconds(service, reader, publisher, 
     print(f"\nraw -> enriched in {elapsed * 1000:.0f} ms")
 
     assert value["stream_id"] == "stream-e2e" and value["text"] == event["text"]
-    assert value["enrichment_status"] == "ok"
-    labels = {(e["field"], e["text"], e["label"]) for e in value["entities"]}
-    assert {("body", "Tim Cook", "PERSON"), ("body", "Apple", "ORG"), ("body", "iPhone 15 Pro", "PRODUCT"),
-            ("body", "Paris", "LOCATION"), ("body", "March 3, 2025", "DATE"), ("body", "$999", "MONEY"),
-            ("body", "12%", "PERCENT")} <= labels
+    assert value["enrichment_status"] == "ok" and value["languages"] == {"body": "en", "title": "en"}
+    encoder, patterns = "minilm-multitask", "pattern-gazetteer-ner"
+    found = {(e["field"], e["text"], e["label"], e["model"]) for e in value["entities"]}
+    assert {("body", "Tim Cook", "PERSON", encoder), ("body", "Apple", "ORG", encoder),
+            ("body", "Paris", "LOCATION", encoder), ("body", "March 3, 2025", "DATE", patterns),
+            ("body", "$999", "MONEY", patterns), ("body", "12%", "PERCENT", patterns)} <= found
     for e in value["entities"]:
         assert event["text"][e["field"]][e["start"]:e["end"]] == e["text"]
     sentiment = {s["field"]: s for s in value["sentiment"]}
-    assert sentiment["body"]["label"] == "positive" and sentiment["title"]["label"] == "negative"
-    assert {(m["task"], m["name"]) for m in value["models"]} == {("sentiment", "vader"), ("ner", "pattern-gazetteer-ner")}
+    assert (sentiment["body"]["label"], sentiment["body"]["polarity"]) == ("positive", "positive")
+    assert (sentiment["title"]["label"], sentiment["title"]["polarity"]) == ("negative", "negative")
+    assert sentiment["title"]["score"] < 0 < sentiment["body"]["score"]
+    assert all(s["model"] == encoder for s in value["sentiment"])
+    assert {(m["task"], m["name"]) for m in value["models"]} == {("sentiment", encoder), ("ner", encoder),
+                                                                  ("ner", patterns)}
     assert all(m["version"] for m in value["models"])
     traceparent = dict(headers)["traceparent"].decode()
     assert traceparent.split("-")[1] == trace_id, "the enriched record does not continue the raw record's trace"
@@ -71,7 +76,8 @@ async def test_event_is_enriched_within_two_seconds(service, reader, publisher, 
 async def test_records_that_cannot_be_enriched_pass_through_with_a_status(service, reader, publisher, common_settings):
     events = {"empty": raw_event({}), "too_large": raw_event({"body": "word " * 5000}),
               "not_text": raw_event({"body": "\x00\x01\x02\x03 binary \x04\x05"}),
-              "partial": raw_event({"ok": "Fine service in London.", "huge": "x" * 30000})}
+              "partial": raw_event({"ok": "Fine service in London.", "huge": "x" * 30000}),
+              "unsupported_language": raw_event({"body": "这是一个关于客户服务的测试句子，服务很好"})}
     await publish_raw(publisher, common_settings, service.input, list(events.values()))
     found = reader.poll_until({e["event_id"] for e in events.values()}, 60)
     statuses = {status: found[e["event_id"]][0]["enrichment_status"] for status, e in events.items()}
@@ -79,6 +85,9 @@ async def test_records_that_cannot_be_enriched_pass_through_with_a_status(servic
     partial = found[events["partial"]["event_id"]][0]
     assert [e["text"] for e in partial["entities"]] == ["London"] and partial["text"] == events["partial"]["text"]
     assert not found[events["empty"]["event_id"]][0]["models"]
+    chinese = found[events["unsupported_language"]["event_id"]][0]
+    # no model covers Chinese: nothing is guessed, the language is said
+    assert chinese["languages"] == {"body": "zh"} and not chinese["entities"] and not chinese["sentiment"]
 
 
 async def test_undecodable_record_goes_to_the_dlq_with_reason_and_masked(service, reader, publisher, common_settings):
@@ -98,7 +107,7 @@ async def test_undecodable_record_goes_to_the_dlq_with_reason_and_masked(service
         consumer.close()
     assert msg is not None and not msg.error(), "nothing in the DLQ"
     headers = dict(msg.headers())
-    assert headers["dlq.reason"].startswith(b"undecodable record")
+    assert headers["dlq.reason"] and headers["dlq.exception.type"] and headers["dlq.stack"]
     assert headers["dlq.source.topic"] == service.input.encode()
     assert b"jane.doe" not in msg.value() and b"4111" not in msg.value() and b"[EMAIL]" in msg.value()
     assert "dead-lettering" in service.log_path.read_text() and "jane.doe" not in service.log_path.read_text()

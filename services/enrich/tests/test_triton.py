@@ -1,12 +1,19 @@
-"""The `triton` backend against a real KServe V2 server (MLServer with enrich's runtime): same results as `local`,
-through Kafka; and the client's timeout and circuit breaker against real sockets."""
+"""The `triton` backend against a real Triton Inference Server (nvidia-pytriton's, serving deploy/triton): same
+enriched events as `local` through Kafka, same scores on a test subset, the model version asked for is the
+artifact's; and the client's timeout, circuit breaker and micro-batcher against real sockets."""
 
 import asyncio
+import hashlib
 import time
 
+import numpy as np
 import pytest
 from enrich.client import CircuitBreaker, ModelClient, ModelUnavailable, TritonBackend
-from enrich.testing import TopicReader, publish_raw, raw_event
+from enrich.datasets import read_conll
+from enrich.evaluation import encoder_ner
+from enrich.models import get_model
+from enrich.models.transformer import artifact_dir
+from enrich.testing import REPO, TopicReader, publish_raw, raw_event
 from platform_common.testing import free_port
 
 TEXTS = [
@@ -19,10 +26,65 @@ TEXTS = [
 ]
 
 
-async def test_local_and_triton_backends_give_identical_enriched_events(enrich_process, mlserver, publisher,
+def same_enrichment(a: list[dict], b: list[dict]) -> None:
+    """Equal up to float rounding: ONNX Runtime in two environments (their versions may differ) runs one file."""
+    for x, y in zip(a, b, strict=True):
+        spans = lambda r: [(e["start"], e["end"], e["label"], e["model"]) for e in r["entities"]]  # noqa: E731
+        assert spans(x) == spans(y)
+        assert x["sentiment"]["label"] == y["sentiment"]["label"]
+        assert x["sentiment"]["score"] == pytest.approx(y["sentiment"]["score"], abs=0.02)
+
+
+def test_triton_serves_the_committed_artifact():
+    served = REPO / "deploy" / "triton" / "minilm_multitask" / get_model("text").encoder.version / "model.onnx"
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(served) == digest(artifact_dir() / "model.onnx")
+
+
+async def test_triton_backend_answers_like_the_local_model(triton):
+    backend = TritonBackend("text", triton)
+    try:
+        results, refs = await backend.infer(TEXTS)
+    finally:
+        await backend.close()
+    local = get_model("text")
+    assert refs == local.refs
+    same_enrichment(results, local.predict(TEXTS))
+    assert ("Tim Cook", "PERSON") in {(e["text"], e["label"]) for e in results[0]["entities"]}
+
+
+async def test_triton_scores_like_local_on_a_test_subset(triton):
+    model = get_model("text").encoder
+    backend = TritonBackend("text", triton)
+    loop = asyncio.get_running_loop()
+
+    def run(prepared):  # the evaluation calls the encoder synchronously; it runs on Triton here
+        return asyncio.run_coroutine_threadsafe(backend.run(prepared), loop).result(30)
+
+    sentences = read_conll("en", "test")[:200]
+    try:
+        remote = await asyncio.to_thread(encoder_ner, model, sentences, run)
+    finally:
+        await backend.close()
+    local = encoder_ner(model, sentences)
+    assert remote["f1"] == pytest.approx(local["f1"], abs=0.005) and local["f1"] > 0.5
+
+
+async def test_an_unknown_model_version_is_unavailable_not_a_refusal(triton):
+    backend = TritonBackend("text", triton)
+    backend.model.encoder.version = "999"
+    try:
+        with pytest.raises(ModelUnavailable):
+            await backend.run(backend.model.prepare(["hello"]))
+    finally:
+        backend.model.encoder.version = get_model("text").encoder.version
+        await backend.close()
+
+
+async def test_local_and_triton_backends_give_the_same_enriched_events(enrich_process, triton, publisher,
                                                                        common_settings):
     local = enrich_process()
-    remote = enrich_process(ENRICH_BACKEND="triton", ENRICH_TRITON_URL=mlserver)
+    remote = enrich_process(ENRICH_BACKEND="triton", ENRICH_TRITON_URL=triton)
     remote.input = local.input  # both consume the same raw events, each in its own group, into its own topic
     remote.env["ENRICH_INPUT_TOPIC"] = local.input
     events = [raw_event({"body": t, "title": TEXTS[-1 - i]}, stream_id=f"s{i % 3}") for i, t in enumerate(TEXTS)]
@@ -38,25 +100,19 @@ async def test_local_and_triton_backends_give_identical_enriched_events(enrich_p
         for r in readers:
             r.close()
     assert local_out.keys() == remote_out.keys() == ids
-    compared = ("entities", "sentiment", "models", "enrichment_status", "text", "stream_id")
     for event_id in ids:
         mine, theirs = local_out[event_id][0], remote_out[event_id][0]
-        assert {k: mine[k] for k in compared} == {k: theirs[k] for k in compared}
+        for key in ("models", "enrichment_status", "text", "stream_id", "languages"):
+            assert mine[key] == theirs[key]
+        assert [(e["field"], e["start"], e["end"], e["label"], e["model"]) for e in mine["entities"]] == \
+            [(e["field"], e["start"], e["end"], e["label"], e["model"]) for e in theirs["entities"]]
+        assert [(s["field"], s["label"], s["polarity"]) for s in mine["sentiment"]] == \
+            [(s["field"], s["label"], s["polarity"]) for s in theirs["sentiment"]]
     assert sum(len(v[0]["entities"]) for v in remote_out.values()) > 20
 
 
-async def test_triton_backend_answers_like_the_models(mlserver):
-    backend = TritonBackend("ner", mlserver)
-    try:
-        results, ref = await backend.infer(TEXTS[:2])
-    finally:
-        await backend.close()
-    assert ref.name == "pattern-gazetteer-ner" and ref.version
-    assert [e["text"] for e in results[0]["entities"]][:3] == ["Tim Cook", "Apple", "iPhone 15 Pro"]
-
-
 async def test_unreachable_server_opens_the_circuit_and_fails_fast():
-    client = ModelClient("sentiment", TritonBackend("sentiment", f"127.0.0.1:{free_port()}"), max_batch=8,
+    client = ModelClient("text", TritonBackend("text", f"127.0.0.1:{free_port()}"), max_batch=8,
                          max_wait_s=0.001, inflight=1, timeout_s=2, breaker=CircuitBreaker(2, reset_s=30))
     await client.start()
     try:
@@ -75,7 +131,7 @@ async def test_slow_server_times_out():
     # a real socket that accepts and never answers
     server = await asyncio.start_server(lambda r, w: asyncio.sleep(30), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = ModelClient("ner", TritonBackend("ner", f"127.0.0.1:{port}"), max_batch=8, max_wait_s=0.001,
+    client = ModelClient("text", TritonBackend("text", f"127.0.0.1:{port}"), max_batch=8, max_wait_s=0.001,
                          inflight=1, timeout_s=0.3, breaker=CircuitBreaker(5, reset_s=30))
     await client.start()
     try:
@@ -88,9 +144,9 @@ async def test_slow_server_times_out():
         server.close()
 
 
-async def test_micro_batcher_merges_concurrent_calls_and_bounds_the_batch(mlserver):
+async def test_micro_batcher_merges_concurrent_calls_and_bounds_the_batch(triton):
     seen: list[int] = []
-    backend = TritonBackend("sentiment", mlserver)
+    backend = TritonBackend("text", triton)
     infer = backend.infer
 
     async def recording(texts):
@@ -98,7 +154,7 @@ async def test_micro_batcher_merges_concurrent_calls_and_bounds_the_batch(mlserv
         return await infer(texts)
 
     backend.infer = recording
-    client = ModelClient("sentiment", backend, max_batch=16, max_wait_s=0.05, inflight=2, timeout_s=5,
+    client = ModelClient("text", backend, max_batch=16, max_wait_s=0.05, inflight=2, timeout_s=10,
                          breaker=CircuitBreaker(3, 5))
     await client.start()
     try:
@@ -109,40 +165,17 @@ async def test_micro_batcher_merges_concurrent_calls_and_bounds_the_batch(mlserv
     assert sum(seen) == 40 and max(seen) <= 16 and len(seen) <= 4
 
 
-async def test_record_the_model_refuses_goes_to_the_dlq_and_the_rest_is_enriched(enrich_process, mlserver, publisher,
-                                                                                 common_settings):
-    # the client accepts texts the server refuses (MLServer's limit is 20,000 characters in model-settings.json)
-    service = enrich_process(ENRICH_BACKEND="triton", ENRICH_TRITON_URL=mlserver, ENRICH_MAX_TEXT_CHARS="100000",
-                             LOG_LEVEL="INFO")
-    refused = raw_event({"body": "call me on +44 20 7946 0958 " + "a" * 30_000}, stream_id="s1")
-    fine = [raw_event({"body": t}, stream_id=f"s{i}") for i, t in enumerate(TEXTS)]
-    await publish_raw(publisher, common_settings, service.input, [fine[0], refused, *fine[1:]])
-    service.start()
-    reader = TopicReader(common_settings, service.output)
+async def test_rows_beyond_the_servers_batch_limit_are_sent_in_several_requests(triton):
+    backend = TritonBackend("text", triton)
+    texts = ["Angela Merkel met Emmanuel Macron in Paris. " * 300] * 3  # about 25 windows each, 75 rows
+    prepared = backend.model.prepare(texts)
+    chunks = backend.chunks(prepared, 10)
+    assert len(prepared.input_ids) > 60 and max(len(c.input_ids) for c in chunks) == 10
+    assert np.array_equal(np.concatenate([c.input_ids for c in chunks]), prepared.input_ids)
+    backend.max_rows = 10
     try:
-        found = reader.poll_until({e["event_id"] for e in fine} | {refused["event_id"]}, 30)
+        token_logits, sentiment_logits = await backend.run(prepared)
     finally:
-        reader.close()
-    assert found.keys() == {e["event_id"] for e in fine}
-
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-    from confluent_kafka.schema_registry.avro import AvroDeserializer
-    from confluent_kafka.serialization import MessageField, SerializationContext
-    consumer = Consumer({"bootstrap.servers": common_settings.kafka_bootstrap_servers, "group.id": "dlq-reader"})
-    consumer.assign([TopicPartition(f"{service.input}.dlq", p, OFFSET_BEGINNING) for p in range(3)])
-    try:
-        deadline, msg = time.monotonic() + 20, None
-        while msg is None and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-    finally:
-        consumer.close()
-    assert msg is not None and not msg.error()
-    reason = dict(msg.headers())["dlq.reason"].decode()
-    assert reason.startswith("model failed") and "20000 characters" in reason
-    value = AvroDeserializer(SchemaRegistryClient({"url": common_settings.schema_registry_url}))(
-        msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
-    assert value["event_id"] == refused["event_id"]
-    assert "7946" not in value["text"]["body"] and "[PHONE]" in value["text"]["body"]
-    log = service.log_path.read_text()
-    assert "dead-lettering" in log and "7946 0958" not in log
+        await backend.close()
+    local = get_model("text").encoder.run(prepared)
+    assert np.allclose(token_logits, local[0], atol=1e-3) and np.allclose(sentiment_logits, local[1], atol=1e-3)

@@ -1,34 +1,77 @@
-"""The enrichment models, pure Python and offline: what the `local` backend runs in-process and the V2 runtime serves.
+"""The enrichment models, offline (nothing is downloaded at run time).
 
-Every model has `task`, `name`, `version` and `predict(texts) -> list[dict]` (one JSON-able dict per text), so both
-backends return the same values.
+- `text` (the default): the fine-tuned multitask encoder (CoNLL entities PERSON/ORG/LOCATION/MISC and 3-class
+  sentiment with a binary polarity, `transformer.py`) plus the patterns for what CoNLL does not label (MONEY, PERCENT,
+  DATE, PRODUCT, `ner.py`). Every entity names the model that found it.
+- `rules-ner` and `vader`: the previous rules and VADER, kept as the measured baseline (`enrich.evaluation`).
+
+Imports are lazy so that the training and evaluation tools load only what they use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
-from typing import Protocol
 
-from .ner import PatternGazetteerNER
-from .sentiment import VaderSentiment
+# labels the patterns keep beside the encoder: the ones CoNLL-2003 does not annotate
+PATTERN_LABELS = frozenset({"MONEY", "PERCENT", "DATE", "PRODUCT"})
 
 
-class Model(Protocol):
+@dataclass(frozen=True)
+class ModelRef:
     task: str
     name: str
     version: str
 
-    def predict(self, texts: list[str]) -> list[dict]: ...
+
+class TextModel:
+    """Encoder plus patterns: `prepare`/`finish` around the encoder, so a remote encoder (Triton) gives the same
+    results as the in-process one (`predict`)."""
+
+    def __init__(self, session: bool = True):
+        from .ner import PatternGazetteerNER
+        from .transformer import MultitaskModel
+
+        self.encoder = MultitaskModel(session=session)
+        self.patterns = PatternGazetteerNER(labels=PATTERN_LABELS)
+        self.refs = [ModelRef("ner", self.encoder.name, self.encoder.version),
+                     ModelRef("sentiment", self.encoder.name, self.encoder.version),
+                     ModelRef("ner", self.patterns.name, self.patterns.version)]
+        self.languages = self.encoder.languages
+
+    def prepare(self, texts: list[str]):
+        return self.encoder.prepare(texts)
+
+    def finish(self, texts: list[str], prepared, token_logits, sentiment_logits) -> list[dict]:
+        results = self.encoder.finish(texts, prepared, token_logits, sentiment_logits)
+        for text, result in zip(texts, results):
+            result["entities"] = merge(result["entities"], self.patterns.entities(text))
+        return results
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        prepared = self.prepare(texts)
+        return self.finish(texts, prepared, *self.encoder.run(prepared))
+
+
+def merge(model_entities: list[dict], pattern_entities: list[dict]) -> list[dict]:
+    """The encoder's entities, plus pattern entities that overlap none of them."""
+    out = list(model_entities)
+    for p in pattern_entities:
+        if not any(p["start"] < e["end"] and e["start"] < p["end"] for e in model_entities):
+            out.append(p)
+    out.sort(key=lambda e: e["start"])
+    return out
 
 
 @cache
-def get_model(task: str) -> Model:
-    """One instance per process: loading the lexicon and compiling the gazetteer take a moment."""
-    if task == "sentiment":
-        return VaderSentiment()
-    if task == "ner":
+def get_model(name: str):
+    """One instance per process."""
+    if name == "text":
+        return TextModel()
+    if name == "rules-ner":
+        from .ner import PatternGazetteerNER
         return PatternGazetteerNER()
-    raise KeyError(f"unknown model task {task!r}")
-
-
-TASKS = ("sentiment", "ner")
+    if name == "vader":
+        from .sentiment import VaderSentiment
+        return VaderSentiment()
+    raise KeyError(f"unknown model {name!r}")

@@ -54,7 +54,8 @@ class PatternGazetteerNER:
     task = "ner"
     name = "pattern-gazetteer-ner"
 
-    def __init__(self, gazetteers: Path = GAZETTEERS) -> None:
+    def __init__(self, gazetteers: Path = GAZETTEERS, labels: frozenset[str] | None = None) -> None:
+        """`labels`: keep only rules of these labels (beside the encoder, only what CoNLL does not annotate)."""
         raw = gazetteers.read_bytes()
         self.version = f"{RULES_REVISION}+{hashlib.sha256(raw).hexdigest()[:8]}"
         lists: dict[str, list[str]] = json.loads(raw)
@@ -66,6 +67,8 @@ class PatternGazetteerNER:
         self._rules.append(("PERSON", _PERSON_CONFIDENCE, re.compile(
             rf"(?<![\w-])(?:{_alternation(lists['PERSON_FIRST'])})(?:\s+(?:van|von|de|da|del|di|le|la)?\s?[A-Z][a-zA-Z'-]+){{1,2}}"
             rf"(?![\w-])")))
+        if labels is not None:
+            self._rules = [r for r in self._rules if r[0] in labels]
         self._org_product = set(lists["ORG"]) | set(lists["PRODUCT"]) | set(lists["LOCATION"])
 
     def predict(self, texts: list[str]) -> list[dict]:
@@ -90,7 +93,8 @@ class PatternGazetteerNER:
             if label == "PERSON" and self._swallows_known_name(text[start:end]):
                 continue
             taken.append((start, end))
-            found.append({"text": text[start:end], "label": label, "start": start, "end": end, "confidence": conf})
+            found.append({"text": text[start:end], "label": label, "start": start, "end": end, "confidence": conf,
+                          "model": self.name})
         found.sort(key=lambda e: e["start"])
         return found
 

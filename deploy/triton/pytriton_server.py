@@ -1,0 +1,92 @@
+"""Serves this model repository with the Triton Inference Server that nvidia-pytriton bundles (Triton 2.51, Python
+backend): every `<model>/<version>/model.onnx` is bound under the same name and version, run by ONNX Runtime, with the
+inputs and outputs its config.pbtxt declares. For development, tests and benches on machines without a Triton
+install; production runs `tritonserver --model-repository deploy/triton` (the ONNX Runtime backend, same files).
+
+    .venv-triton/bin/python deploy/triton/pytriton_server.py --http-port 8010
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import sysconfig
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent
+
+
+def _own_libpython() -> None:
+    """Triton's Python backend stub must load this interpreter's libpython, not the system's (a different patch
+    release fails to load models), so the process re-executes itself with LD_LIBRARY_PATH pointing at it."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    paths = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    if libdir and libdir not in paths:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *filter(None, paths)])
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def models(repository: Path):
+    """(name, version, onnx path, max_batch_size) of every model in the repository."""
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        text = config.read_text()
+        max_batch = int(re.search(r"max_batch_size:\s*(\d+)", text).group(1))
+        for version in sorted(p for p in config.parent.iterdir() if p.name.isdigit()):
+            if (version / "model.onnx").exists():
+                yield config.parent.name, int(version.name), version / "model.onnx", max_batch
+
+
+def infer_function(path: Path, threads: int):
+    import numpy as np
+    import onnxruntime as ort
+    from pytriton.decorators import batch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    @batch
+    def infer(input_ids: np.ndarray, attention_mask: np.ndarray):
+        token_logits, sentiment_logits = session.run(
+            ["token_logits", "sentiment_logits"],
+            {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)})
+        return {"token_logits": token_logits, "sentiment_logits": sentiment_logits}
+
+    return infer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--http-port", type=int, default=8010)
+    ap.add_argument("--grpc-port", type=int, default=8011)
+    ap.add_argument("--metrics-port", type=int, default=8012)
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per model")
+    ap.add_argument("--repository", type=Path, default=REPOSITORY)
+    args = ap.parse_args()
+    _own_libpython()
+    import numpy as np
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = TritonConfig(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                          http_address="127.0.0.1", grpc_address="127.0.0.1")
+    with Triton(config=config) as triton:
+        for name, version, path, max_batch in models(args.repository):
+            triton.bind(
+                model_name=name, model_version=version, infer_func=infer_function(path, args.threads),
+                inputs=[Tensor(name="input_ids", dtype=np.int64, shape=(-1,)),
+                        Tensor(name="attention_mask", dtype=np.int64, shape=(-1,))],
+                outputs=[Tensor(name="token_logits", dtype=np.float32, shape=(-1, -1)),
+                         Tensor(name="sentiment_logits", dtype=np.float32, shape=(-1,))],
+                config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=2000)),
+                strict=True)
+            logging.info("serving %s version %d from %s", name, version, path)
+        triton.serve()
+
+
+if __name__ == "__main__":
+    main()

