@@ -183,6 +183,17 @@ def test_a_replayed_github_body_with_a_fresh_delivery_id_answers_the_first_coord
     assert event["type"] == "issues.opened"
 
 
+def test_the_github_window_is_configured_in_days_and_other_schemes_keep_their_signed_window(tmp_path, secrets):
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources:\n"
+                    "  gh:\n    scheme: github\n    secrets: [WEBHOOK_SECRET_GITHUB]\n    tenant: acme\n"
+                    "    dedup_window_days: 0.5\n    mapping: '{\"type\": \"x\"}'\n"
+                    "  std:\n    secrets: [WEBHOOK_SECRET_DEMO]\n    tenant: acme\n    tolerance_seconds: 120\n"
+                    "    mapping: '{\"type\": \"x\"}'\n")
+    loaded = load_sources(path, secrets)
+    assert (loaded["gh"].dedup_seconds, loaded["std"].dedup_seconds) == (43200, 240)
+
+
 # --- development secrets ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])
