@@ -1,5 +1,5 @@
-"""`python -m reports` runs the service; `python -m reports hash-password` makes a portal user's password hash;
-`python -m reports check-config [FILE]` validates the report definitions."""
+"""`python -m reports` runs the service; `python -m reports hash-password` makes a portal user's argon2id password
+hash; `python -m reports check-config [FILE [USERS_FILE]]` validates the report definitions and the users."""
 
 import asyncio
 import getpass
@@ -9,8 +9,9 @@ from pydantic import ValidationError
 
 
 def main(argv: list[str]) -> int:
-    from .config import hash_password, load_config
+    from .config import load_config
     from .settings import ReportsSettings
+    from .signin import hash_password
 
     command = argv[0] if argv else "serve"
     if command == "hash-password":
@@ -19,8 +20,9 @@ def main(argv: list[str]) -> int:
     settings = ReportsSettings()
     if command == "check-config":
         path = argv[1] if len(argv) > 1 else settings.reports_config
+        users = argv[2] if len(argv) > 2 else settings.reports_users_file
         try:
-            config = load_config(path)
+            config = load_config(path, users)
         except (OSError, ValidationError, ValueError) as e:
             print(f"{path}: {e}".splitlines()[0] if isinstance(e, OSError) else f"{path}: {e}", file=sys.stderr)
             return 1

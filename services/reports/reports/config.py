@@ -1,16 +1,14 @@
-"""Report definitions, their cron schedules and the portal's users, from one YAML file."""
+"""Report definitions and their cron schedules (reports.yaml), and the portal's users (the users file)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
 from croniter import croniter
+from platform_common.auth import validate_tenant
 from pydantic import BaseModel, Field, field_validator
 
 KPI_KINDS = ("event_count", "metric_mean", "metric_max", "anomaly_count", "negative_share", "events_by_source")
@@ -68,14 +66,38 @@ class ReportDefinition(BaseModel):
 
 
 class User(BaseModel):
-    username: str
+    username: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")
     tenant: str
-    password_hash: str  # from `python -m reports hash-password`
+    password_hash: str  # argon2id, from `python -m reports hash-password`
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        return validate_tenant(value)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2id(cls, value: str) -> str:
+        if not value.startswith("$argon2id$"):
+            raise ValueError("password_hash must be an argon2id hash (python -m reports hash-password)")
+        return value
 
 
 class Config(BaseModel):
+    """Report definitions (reports.yaml) and the portal's users (a separate file, REPORTS_USERS_FILE, such as a
+    mounted Secret: no user ships with the service)."""
     users: list[User] = []
     reports: list[ReportDefinition] = []
+    # the users file says it holds development users: the service then refuses to listen beyond loopback
+    development_users: bool = False
+
+    @field_validator("users")
+    @classmethod
+    def _unique(cls, value: list[User]) -> list[User]:
+        names = [u.username for u in value]
+        if len(names) != len(set(names)):
+            raise ValueError("user names must be unique")
+        return value
 
     def definition(self, name: str) -> ReportDefinition:
         for d in self.reports:
@@ -83,29 +105,14 @@ class Config(BaseModel):
                 return d
         raise KeyError(f"no report definition {name!r}")
 
-    def authenticate(self, username: str, password: str) -> User | None:
-        for user in self.users:
-            if hmac.compare_digest(user.username, username) and verify_password(password, user.password_hash):
-                return user
-        return None
 
-
-def load_config(path: Path) -> Config:
-    return Config.model_validate(yaml.safe_load(Path(path).read_text()) or {})
-
-
-def hash_password(password: str, iterations: int = 200_000) -> str:
-    salt = secrets.token_hex(8)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations).hex()
-    return f"pbkdf2_sha256${iterations}${salt}${digest}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if scheme != "pbkdf2_sha256":
-        return False
-    candidate = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), int(iterations)).hex()
-    return hmac.compare_digest(candidate, digest)
+def load_config(path: Path, users_file: Path | None = None) -> Config:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if raw.get("users"):
+        raise ValueError(f"{path}: users do not belong in the report definitions; put them in the users file "
+                         "(REPORTS_USERS_FILE)")
+    users: dict = {}
+    if users_file is not None:
+        users = yaml.safe_load(Path(users_file).read_text()) or {}
+    return Config.model_validate({"reports": raw.get("reports") or [], "users": users.get("users") or [],
+                                  "development_users": bool(users.get("development"))})

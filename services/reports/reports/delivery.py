@@ -42,8 +42,19 @@ async def send_email(report: dict, pdf: bytes, recipients: list[str], host: str,
     await asyncio.to_thread(send)
 
 
+def slack_escape(text: str) -> str:
+    """Slack's mrkdwn control characters as entities: text from events or the model cannot form links or
+    mentions (`<http://…|…>`, `<!channel>`, `<@U…>`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(report: dict) -> str:
+    link = report["portal_url"].replace("|", "%7C").replace(">", "%3E")  # our own link, the only one in the message
+    return f"*{slack_escape(report['title'])}*\n{slack_escape(summary(report))}\n<{link}|Open the report>"
+
+
 async def post_slack(report: dict, webhook_url: str) -> None:
-    text = f"*{report['title']}*\n{summary(report)}\n<{report['portal_url']}|Open the report>"
+    text = slack_text(report)
     async with httpx.AsyncClient(timeout=15) as client:
         (await client.post(webhook_url, json={"text": text})).raise_for_status()
 

@@ -1,5 +1,6 @@
 """One report, end to end: KPIs, anomalies and series from the store, context from rag, a grounded narrative, charts,
-PDF; saved, published to reports.v1 (and as a document to index, so later reports can cite it), then delivered."""
+PDF; saved, published to reports.v1, then delivered. A report's text is never sent to rag's index: reports would
+then ground later reports (and a tenant's report could surface in another's context)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from platform_common.kafka import DOCUMENTS, Publisher
+from platform_common.kafka import Publisher
 from platform_common.llm import LLM
 from prometheus_client import Histogram
 
 from .charts import build_charts
 from .config import ReportDefinition
-from .delivery import deliver, summary
+from .delivery import deliver
 from .grounding import NUMBER, Guard, figure_sources, passage_sources
 from .kpis import anomaly_figures, bucket_for, compute_kpis, compute_series
 from .narrative import write_narrative
@@ -123,10 +124,3 @@ class ReportGenerator:
             "cited_chunks": lineage["cited_chunks"], "removed_sentences": len(report["removed"]),
             "query_versions": lineage["query_versions"], "anomalies": len(report["anomalies"]),
             "generated_at": millis(report["generated_at"])}, schema_of="reports.v1")
-        # earlier reports are context for later ones: rag indexes what arrives on documents.v1
-        await self.publisher.publish(self.settings.reports_documents_topic, f"report-{report['report_id']}", {
-            "document_id": f"report-{report['report_id']}", "op": "upsert", "source_uri": report["portal_url"],
-            "title": f"{report['title']} {report['period_start'][:10]} to {report['period_end'][:10]}",
-            "content": summary(report, limit=10), "tenant": report["tenant"], "sector": None,
-            "doc_type": "report", "metadata": {"definition": report["definition"]},
-            "updated_at": millis(report["generated_at"])}, schema_of=DOCUMENTS)

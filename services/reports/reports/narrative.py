@@ -7,6 +7,7 @@ and, if the rewrite is not grounded either, removed; every removal is recorded i
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from platform_common.llm import LLM
@@ -29,6 +30,26 @@ class Narrative:
 
 
 MAX_FACTS = 12
+
+# what model output may not carry into a report, an email or a Slack message: links and mentions
+# <url|label>, <@U123>, <!channel>, <#C1|name>; not a comparison such as "a < 60 and b > 3"
+_SLACK_MARKUP = re.compile(r"<((?:[@#!]|[a-zA-Z][a-zA-Z0-9+.-]*:)[^<>|\s]*)(?:\|([^<>]*))?>")
+_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+# schemes, www., and bare domains of common TLDs (chat clients turn "evil.com/x" into a link)
+_URL = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.|mailto:)\S+"
+                  r"|\b(?:[a-z0-9-]+\.)+(?:com|net|org|io|co|info|biz|ru|cn|xyz|top|app|dev|me|ly|link|click)\b\S*")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_MENTION = re.compile(r"(?<![\w@])@(?=\w)")
+
+
+def without_links_or_mentions(text: str) -> str:
+    """Model text with links (Slack markup, Markdown, URLs, email addresses) and @mentions taken out; a link's
+    label stays as plain text."""
+    text = _SLACK_MARKUP.sub(lambda m: m.group(2) or "", text)
+    text = _MARKDOWN_LINK.sub(lambda m: m.group(1), text)
+    text = _URL.sub("", _EMAIL.sub("", text))
+    text = _MENTION.sub("", text)
+    return " ".join(text.split())
 
 
 def facts_text(figures: list[dict], anomalies: list[dict]) -> str:
@@ -60,14 +81,14 @@ async def write_narrative(llm: LLM, guard: Guard, *, title: str, period: str, fi
                                max_tokens)
     result.model = draft.model
     # small models sometimes echo the prompt's header before the summary itself
-    text = draft.text.rpartition("Summary:")[2]
+    text = without_links_or_mentions(draft.text.rpartition("Summary:")[2])
     for sentence in split_sentences(text):
         checked = guard.check(sentence)
         attempt = None
         while not checked.ok and max_rewrites > 0:
             max_rewrites -= 1
             attempt = (await llm.generate(rewrite.render(facts=facts, sentence=sentence), max_tokens)).text
-            attempt = " ".join(split_sentences(attempt)[:1])
+            attempt = " ".join(split_sentences(without_links_or_mentions(attempt))[:1])
             checked = guard.check(attempt) if attempt else checked
         if checked.ok:
             SENTENCES.labels("kept" if attempt is None else "rewritten").inc()

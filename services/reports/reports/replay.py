@@ -22,7 +22,7 @@ from .projector import projector
 from .settings import ReportsSettings
 from .store import Store
 
-TABLES = {"events": "event_id", "anomalies": "alert_id"}
+TABLES = {"events": "tenant, event_id", "anomalies": "tenant, alert_id"}
 
 
 async def fingerprint(conn: asyncpg.Connection, schema: str) -> dict[str, tuple[int, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from platform_common.kafka import Publisher, ensure_topics
@@ -27,13 +28,24 @@ def build_llm(settings: ReportsSettings) -> LLM:
                     model=settings.reports_llm_model, api_key=settings.reports_llm_api_key)
 
 
+def loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 async def run(settings: ReportsSettings) -> None:
     init_service(settings)
-    config = load_config(settings.reports_config)
+    config = load_config(settings.reports_config, settings.reports_users_file)
+    if config.development_users and not loopback(settings.reports_host):
+        raise SystemExit(f"reports: {settings.reports_users_file} holds development users; refusing to listen on "
+                         f"{settings.reports_host} (set REPORTS_USERS_FILE to real users, or listen on 127.0.0.1)")
+    if not config.users:
+        log.warning("no portal users (REPORTS_USERS_FILE): the portal lets nobody sign in; the API takes keys")
     store = await Store.connect(settings.database_url, settings.reports_db_schema)
     await ensure_topics(settings, [settings.reports_raw_topic, settings.reports_enriched_topic,
-                                   settings.reports_anomalies_topic, settings.reports_topic,
-                                   settings.reports_documents_topic])
+                                   settings.reports_anomalies_topic, settings.reports_topic])
     publisher = Publisher(settings)
     await publisher.start()
     consumer = projector(settings, store, publisher)
@@ -41,18 +53,17 @@ async def run(settings: ReportsSettings) -> None:
     llm = build_llm(settings)
     if isinstance(llm, EmbeddedLLM):
         await llm.load()  # the first report should not pay for the model load
-    rag = RagClient(settings.reports_rag_url, settings.reports_rag_top_k)
+    rag = RagClient(settings.reports_rag_url, settings.reports_rag_top_k,
+                    keys={t: k.get_secret_value() for t, k in settings.reports_rag_api_keys.items()})
     generator = ReportGenerator(settings, store, llm, rag, publisher)
-    if not settings.reports_session_secret:
-        log.warning("REPORTS_SESSION_SECRET unset: sessions end when the process restarts")
     app = create_app(config, store, generator, {
         "kafka": kafka_check(settings.kafka_bootstrap_servers),
         "schema_registry": registry_check(settings.schema_registry_url),
-        "postgres": postgres_check(settings.database_url)}, settings.reports_session_secret)
+        "postgres": postgres_check(settings.database_url)}, settings)
     log.info("reports: %d definitions, portal on port %d", len(config.reports), settings.reports_port)
     try:
         await asyncio.gather(consumer.run(), schedule(config, generator, settings.reports_schedule_interval_seconds),
-                             serve(app, settings.reports_port))
+                             serve(app, settings.reports_port, settings.reports_host))
     finally:
         await consumer.stop()
         await publisher.stop()

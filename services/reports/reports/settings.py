@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from platform_common.kafka import ANOMALIES, DOCUMENTS, ENRICHED, RAW, REPORTS
+from platform_common.kafka import ANOMALIES, ENRICHED, RAW, REPORTS
 from platform_common.settings import CommonSettings
+from pydantic import SecretStr
 
 HERE = Path(__file__).resolve().parent
 
@@ -11,19 +12,24 @@ HERE = Path(__file__).resolve().parent
 class ReportsSettings(CommonSettings):
     service_name: str = "reports"
     reports_port: int = 8004
-    # report definitions, schedules and portal users
+    # loopback unless configured: a container or pod sets 0.0.0.0 behind its network policy
+    reports_host: str = "127.0.0.1"
+    # report definitions and schedules
     reports_config: Path = HERE.parent / "reports.yaml"
+    # the portal's users (YAML `users: [{username, tenant, password_hash}]`), e.g. a mounted Secret; none without it
+    reports_users_file: Path | None = None
     # PostgreSQL schema holding the projections and the reports (tests use their own)
     reports_db_schema: str = "reports"
     reports_raw_topic: str = RAW
     reports_enriched_topic: str = ENRICHED
     reports_anomalies_topic: str = ANOMALIES
     reports_topic: str = REPORTS
-    # each report is also published as a document, so rag indexes it as context for later reports
-    reports_documents_topic: str = DOCUMENTS
     reports_group: str = "reports"
     reports_rag_url: str = "http://localhost:8003"
     reports_rag_top_k: int = 4
+    # rag API keys (read role) by tenant, as JSON {"tenant": "pk_..."}: context for a tenant's report is asked
+    # with that tenant's own key, so it can only hold that tenant's and the shared documents
+    reports_rag_api_keys: dict[str, SecretStr] = {}
     reports_llm_backend: str = "embedded"  # embedded or openai
     reports_llm_url: str | None = None
     reports_llm_model: str | None = None
@@ -33,8 +39,13 @@ class ReportsSettings(CommonSettings):
     reports_max_regenerations: int = 2
     # absolute URL of the portal, for links in emails, Slack messages and reports.v1
     reports_portal_url: str = "http://localhost:8004"
-    # signs session cookies; set it in production (a random one per process signs everybody out on restart)
-    reports_session_secret: str | None = None
+    # portal sessions (server-side, in PostgreSQL) last this long; sign-out ends them at once
+    reports_session_hours: float = 12.0
+    # failed sign-ins allowed per client address and per user name within the window, then 429
+    reports_login_failures_per_address: int = 20
+    reports_login_failures_per_user: int = 5
+    reports_login_window_seconds: float = 900.0
+    reports_max_body_bytes: int = 64 * 1024
     reports_smtp_host: str = "localhost"
     reports_smtp_port: int = 25
     reports_smtp_sender: str = "reports@platform.local"

@@ -1,72 +1,27 @@
 """The analytical store in PostgreSQL: projections of the event topics, the KPI and time-series queries over them,
 and the generated reports.
 
-Projections are upserts keyed on the event's (or alert's) id, so replaying a topic rebuilds the same rows, and an
-enriched event arriving before or after its raw copy ends in the same row. Every query that feeds a report has a
+Projections are upserts keyed on the tenant and the event's (or alert's) id, so replaying a topic rebuilds the same
+rows, an enriched event arriving before or after its raw copy ends in the same row, and no tenant's event can
+overwrite another tenant's row. Tables are made and upgraded by the numbered SQL migrations in `migrations/`. Every query that feeds a report has a
 version (QUERY_VERSIONS), recorded in the report's lineage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
+from platform_common.migrations import migrate
 
 QUERY_VERSIONS = {"kpis": "kpis@1", "series": "series@1", "anomalies": "anomalies@1", "rows": "rows@1"}
 
-_DDL = """
-create schema if not exists {s};
-create table if not exists {s}.events (
-  event_id text primary key,
-  tenant text not null,
-  source text not null,
-  type text not null,
-  stream_id text not null,
-  occurred_at timestamptz not null,
-  metrics jsonb not null default '{{}}',
-  attributes jsonb not null default '{{}}',
-  enriched boolean not null default false,
-  sentiment double precision,
-  negative boolean,
-  entities jsonb not null default '[]'
-);
-create index if not exists events_window on {s}.events (tenant, occurred_at);
-create table if not exists {s}.anomalies (
-  alert_id text primary key,
-  dedup_key text not null,
-  action text not null,
-  tenant text not null,
-  stream_id text not null,
-  source text not null,
-  metric text not null,
-  value double precision not null,
-  score double precision not null,
-  threshold double precision not null,
-  severity text not null,
-  window_start timestamptz not null,
-  window_end timestamptz not null,
-  detector text not null,
-  model_version text not null,
-  event_id text not null,
-  created_at timestamptz not null
-);
-create index if not exists anomalies_window on {s}.anomalies (tenant, window_end);
-create table if not exists {s}.reports (
-  report_id text primary key,
-  tenant text not null,
-  definition text not null,
-  title text not null,
-  period_start timestamptz not null,
-  period_end timestamptz not null,
-  generated_at timestamptz not null,
-  content jsonb not null,
-  pdf bytea not null,
-  pdf_sha256 text not null
-);
-create index if not exists reports_tenant on {s}.reports (tenant, generated_at desc);
-"""
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 _BASE = ("event_id", "tenant", "source", "type", "stream_id", "occurred_at", "metrics", "attributes")
 
@@ -108,10 +63,8 @@ class Store:
         await self.pool.close()
 
     async def create(self) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            # several replicas may start together: "if not exists" alone races on the catalog
-            await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"reports-ddl-{self.s}")
-            await conn.execute(_DDL.format(s=self.s))
+        async with self.pool.acquire() as conn:
+            await migrate(conn, self.s, MIGRATIONS)
 
     async def drop(self) -> None:
         async with self.pool.acquire() as conn:
@@ -123,7 +76,7 @@ class Store:
         """A raw event sets the canonical columns only, so it never erases what enrichment added."""
         await self.pool.execute(
             f"""insert into {self.s}.events ({", ".join(_BASE)}) values ($1, $2, $3, $4, $5, $6, $7, $8)
-                on conflict (event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in _BASE[1:])}""",
+                on conflict (tenant, event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in _BASE[2:])}""",
             *self._base_values(event))
 
     async def upsert_enriched(self, event: dict) -> None:
@@ -135,7 +88,7 @@ class Store:
         await self.pool.execute(
             f"""insert into {self.s}.events ({", ".join(columns)})
                 values ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, $10, $11)
-                on conflict (event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in columns[1:])}""",
+                on conflict (tenant, event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in columns[2:])}""",
             *self._base_values(event), sentiment, negative, entities)
 
     @staticmethod
@@ -155,7 +108,8 @@ class Store:
         await self.pool.execute(
             f"""insert into {self.s}.anomalies ({", ".join(columns)})
                 values ({", ".join(f"${i + 1}" for i in range(len(columns)))})
-                on conflict (alert_id) do update set {", ".join(f"{c} = excluded.{c}" for c in columns[1:])}""",
+                on conflict (tenant, alert_id) do update set
+                  {", ".join(f"{c} = excluded.{c}" for c in columns[1:] if c != "tenant")}""",
             *values)
 
     # --- KPIs, series and the rows behind them ----------------------------------------------------------------
@@ -259,3 +213,28 @@ class Store:
     async def pdf(self, report_id: str, tenant: str) -> bytes | None:
         return await self.pool.fetchval(
             f"select pdf from {self.s}.reports where report_id = $1 and tenant = $2", report_id, tenant)
+
+    # --- portal sessions ----------------------------------------------------------------------------------------
+
+    async def create_session(self, username: str, tenant: str, credential: str, hours: float) -> tuple[str, str]:
+        """A new session: returns its token (for the cookie; only its hash is stored) and its CSRF token."""
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        await self.pool.execute(
+            f"""insert into {self.s}.sessions (token_sha256, username, tenant, credential, csrf, expires_at)
+                values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))""",
+            _sha256(token), username, tenant, credential, csrf, hours * 3600)
+        # expired sessions go at each sign-in: the table never grows beyond the live ones
+        await self.pool.execute(f"delete from {self.s}.sessions where expires_at < now()")
+        return token, csrf
+
+    async def session(self, token: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            f"select username, tenant, credential, csrf from {self.s}.sessions "
+            "where token_sha256 = $1 and expires_at > now()", _sha256(token))
+
+    async def end_session(self, token: str) -> None:
+        await self.pool.execute(f"delete from {self.s}.sessions where token_sha256 = $1", _sha256(token))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

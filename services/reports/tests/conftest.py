@@ -16,11 +16,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
 from platform_common.kafka import Publisher, ensure_topics
 from platform_common.testing import free_port
-from reports.config import Config, ReportDefinition, User, hash_password
+from reports.config import Config, ReportDefinition, User
 from reports.generator import ReportGenerator
 from reports.rag_client import RagClient
 from reports.service import build_llm
 from reports.settings import ReportsSettings
+from reports.signin import hash_password
 from reports.store import Store
 
 PERIOD_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -62,7 +63,7 @@ async def rsettings(run_id: str):
         reports_db_schema=f"reports_t{run_id}",
         reports_raw_topic=f"events.raw.v1.t{run_id}", reports_enriched_topic=f"events.enriched.v1.t{run_id}",
         reports_anomalies_topic=f"anomalies.v1.t{run_id}", reports_topic=f"reports.v1.t{run_id}",
-        reports_documents_topic=f"documents.v1.t{run_id}", reports_group=f"reports-t{run_id}",
+        reports_group=f"reports-t{run_id}",
         reports_llm_backend="openai", reports_llm_model="stub", reports_portal_url="http://portal.test",
         reports_max_regenerations=2)
     yield settings
@@ -122,11 +123,15 @@ DEFINITION = ReportDefinition(name="daily-ops", title="Daily operations", tenant
                               period="24h", recipients={"email": ["ops@example.com"], "slack": True})
 
 
+ALICE_HASH, MALLORY_HASH = hash_password("alice-pw"), hash_password("mallory-pw")  # argon2id: once per session
+RAG_KEY = "pk_testkey_" + "k" * 32  # what the generator sends the rag stand-in for tenant "default"
+
+
 @pytest.fixture
 def config() -> Config:
     return Config(reports=[DEFINITION], users=[
-        User(username="alice", tenant="default", password_hash=hash_password("alice-pw", 1000)),
-        User(username="mallory", tenant="other", password_hash=hash_password("mallory-pw", 1000))])
+        User(username="alice", tenant="default", password_hash=ALICE_HASH),
+        User(username="mallory", tenant="other", password_hash=MALLORY_HASH)])
 
 
 def rag_app(passages: list[dict]) -> FastAPI:
@@ -134,9 +139,12 @@ def rag_app(passages: list[dict]) -> FastAPI:
     app = FastAPI()
     app.state.queries = []
 
+    app.state.authorizations = []
+
     @app.post("/v1/query")
     async def query(request: Request) -> dict:
         app.state.queries.append(await request.json())
+        app.state.authorizations.append(request.headers.get("authorization"))
         return {"answer": "", "grounded": True, "model": "none", "prompt_version": "answer.v1@x",
                 "index_version": "idx-test", "citations": passages}
     return app
@@ -177,10 +185,10 @@ async def generator(rsettings, store, period):
     async with serving(rag) as rag_url, serving(chat) as chat_url:
         rsettings.reports_rag_url = rag_url
         rsettings.reports_llm_url = f"{chat_url}/v1"
-        await ensure_topics(rsettings, [rsettings.reports_topic, rsettings.reports_documents_topic])
+        await ensure_topics(rsettings, [rsettings.reports_topic])
         publisher = Publisher(rsettings)
         await publisher.start()
-        llm, client = build_llm(rsettings), RagClient(rag_url)
+        llm, client = build_llm(rsettings), RagClient(rag_url, keys={"default": RAG_KEY})
         generator = ReportGenerator(rsettings, store, llm, client, publisher)
         generator.stubs = SimpleNamespace(rag=rag.state, chat=chat.state)
         try:
@@ -204,4 +212,4 @@ def h() -> SimpleNamespace:
     return SimpleNamespace(serving=serving, free_port=free_port, rag_app=rag_app, chat_app=chat_app, event=event,
                            anomaly=anomaly,
                            period_events=period_events, DEFINITION=DEFINITION, PASSAGES=PASSAGES,
-                           PERIOD_END=PERIOD_END, SPIKE=SPIKE, SPIKE_AT=SPIKE_AT, REWRITE=REWRITE)
+                           PERIOD_END=PERIOD_END, SPIKE=SPIKE, SPIKE_AT=SPIKE_AT, REWRITE=REWRITE, RAG_KEY=RAG_KEY)

@@ -2,17 +2,31 @@
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from reports.config import Config, ReportDefinition, hash_password, load_config, verify_password
+from reports.config import Config, ReportDefinition, User, load_config
+from reports.signin import Authenticator, hash_password
 from reports.settings import ReportsSettings
 
 
-def test_the_shipped_config_is_valid():
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_shipped_config_is_valid_and_ships_no_user():
     config = load_config(ReportsSettings().reports_config)
-    assert config.reports and config.users
-    assert {d.tenant for d in config.reports} <= {u.tenant for u in config.users}
+    assert config.reports and not config.users
+    assert "password" not in ReportsSettings().reports_config.read_text()
+
+
+def test_the_development_users_live_in_deploy_local_and_say_so(tmp_path):
+    dev = load_config(ReportsSettings().reports_config, ROOT / "deploy/local/reports-users.yaml")
+    assert dev.development_users and {d.tenant for d in dev.reports} <= {u.tenant for u in dev.users}
+    # users put back into the definitions file are refused, not loaded
+    (tmp_path / "reports.yaml").write_text("reports: []\nusers: [{username: a, tenant: t, password_hash: x}]\n")
+    with pytest.raises(ValueError, match="users do not belong"):
+        load_config(tmp_path / "reports.yaml")
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -34,8 +48,16 @@ def test_the_due_period_ends_at_the_latest_fire_time():
     assert daily.length == timedelta(hours=24)
 
 
-def test_passwords_are_checked_against_their_hash():
-    config = Config(users=[{"username": "a", "tenant": "t", "password_hash": hash_password("s3cret", 1000)}])
-    assert config.authenticate("a", "s3cret").tenant == "t"
-    assert config.authenticate("a", "S3cret") is None and config.authenticate("b", "s3cret") is None
-    assert not verify_password("x", "plain-text-password")
+async def test_passwords_are_checked_against_their_argon2id_hash():
+    stored = hash_password("s3cret")
+    assert stored.startswith("$argon2id$")
+    auth = Authenticator(Config(users=[{"username": "a", "tenant": "t", "password_hash": stored}]).users)
+    try:
+        assert (await auth.authenticate("a", "s3cret")).tenant == "t"
+        assert await auth.authenticate("a", "S3cret") is None and await auth.authenticate("b", "s3cret") is None
+    finally:
+        auth.close()
+    # the old PBKDF2 hashes (and plain text, and the reserved shared tenant) are refused when the file is loaded
+    for bad in ({"password_hash": "pbkdf2_sha256$1000$ab$cd"}, {"password_hash": "plain"}, {"tenant": "_shared"}):
+        with pytest.raises(ValidationError):
+            User(**{"username": "a", "tenant": "t", "password_hash": stored, **bad})

@@ -1,12 +1,14 @@
 """Delivery to a real SMTP server (aiosmtpd) and to a Slack incoming-webhook endpoint."""
 
 import asyncio
+import re
 import email
 from email import policy
 
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
-from reports.delivery import deliver
+from reports.delivery import deliver, slack_text
+from reports.narrative import without_links_or_mentions
 
 
 class Inbox:
@@ -60,6 +62,24 @@ async def test_email_arrives_with_the_pdf_and_slack_gets_the_summary_and_link(h)
     [post] = slack.state.posts
     assert "<http://portal.test/reports/7f1c0000-0000-0000-0000-000000000001|Open the report>" in post["text"]
     assert "The period saw 49 events." in post["text"]
+
+
+def test_slack_text_escapes_what_would_form_links_or_mentions():
+    report = {**report_fixture(), "title": "Ops <!channel> & co",
+              "narrative": [{"text": "Line <http://evil.example|click> > 3 & <@U1>."}],
+              "anomalies": [{"label": "Critical anomaly in <b>load</b> on pump-7"}]}
+    text = slack_text(report)
+    # the only markup left is the portal link this service adds
+    assert [m for m in re.findall(r"<[^>]*>", text)] == [
+        "<http://portal.test/reports/7f1c0000-0000-0000-0000-000000000001|Open the report>"]
+    assert "Ops &lt;!channel&gt; &amp; co" in text and "&lt;@U1&gt;" in text and "&lt;b&gt;load&lt;/b&gt;" in text
+
+
+def test_model_output_loses_links_and_mentions_but_keeps_comparisons():
+    assert without_links_or_mentions(
+        "See <https://evil.example|the docs> <!here> [docs](http://x.io/y) www.evil.org/a evil.com/p, "
+        "mail ops@example.com, ping @alice.") == "See the docs docs mail , ping alice."
+    assert without_links_or_mentions("Mean 43.2 < 60 and > 3 on pump-7.") == "Mean 43.2 < 60 and > 3 on pump-7."
 
 
 async def test_a_channel_that_fails_does_not_stop_the_others(h):

@@ -34,9 +34,9 @@ async def sign_in(page, base: str, username: str, password: str) -> None:
     await page.get_by_role("button", name="Sign in").click()
 
 
-async def test_sign_in_open_a_report_and_drill_down_from_a_figure(generated, store, config, browser, h):
+async def test_sign_in_open_a_report_and_drill_down_from_a_figure(generated, store, config, rsettings, browser, h):
     report, pdf, _, _ = generated
-    async with h.serving(create_app(config, store, None, {}, "test-secret")) as base:
+    async with h.serving(create_app(config, store, None, {}, rsettings)) as base:
         page = await browser.new_page(accept_downloads=True)
         await sign_in(page, base, "alice", "wrong")
         await page.get_by_role("alert").get_by_text("Wrong user name or password.").wait_for()
@@ -71,21 +71,26 @@ async def test_sign_in_open_a_report_and_drill_down_from_a_figure(generated, sto
         assert Path(path).read_bytes() == pdf
 
 
-async def test_another_tenants_user_cannot_see_the_report_even_by_url(generated, store, config, browser, h):
+async def test_another_tenants_user_cannot_see_the_report_even_by_url(generated, store, config, rsettings, browser,
+                                                                       h):
     report, _, _, _ = generated
     rid = report["report_id"]
-    async with h.serving(create_app(config, store, None, {}, "test-secret")) as base:
+    async with h.serving(create_app(config, store, None, {}, rsettings)) as base:
         page = await browser.new_page()
         await sign_in(page, base, "mallory", "mallory-pw")
         await page.get_by_role("heading", name="Reports for other").wait_for()
         assert await page.get_by_text("No report yet.").count() == 1
         for path in (f"/reports/{rid}", f"/reports/{rid}.pdf", f"/reports/{rid}/figures/k1",
-                     f"/api/reports/{rid}", f"/api/reports/{rid}/figures/k1"):
+                     f"/reports/{rid}/rows/k1"):
             response = await page.goto(f"{base}{path}") if not path.endswith(".pdf") else \
                 await page.request.get(f"{base}{path}")
             assert response.status == 404, path
             assert "Daily operations" not in await response.text()
-        # signed out, the API answers 401 and pages send to the sign-in page
+        # the session cookie is Secure, HttpOnly and SameSite
+        [cookie] = [c for c in await page.context.cookies() if c["name"] == "reports_session"]
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        # signed out, the drill-down rows answer 401, pages send to the sign-in page, the API wants a key
         async with httpx.AsyncClient(base_url=base) as client:
-            assert (await client.get(f"/api/reports/{rid}")).status_code == 401
+            assert (await client.get(f"/reports/{rid}/rows/k1")).status_code == 401
             assert (await client.get(f"/reports/{rid}")).headers["location"].startswith("/login")
+            assert (await client.get(f"/api/reports/{rid}")).status_code == 401
