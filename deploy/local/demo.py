@@ -1,7 +1,7 @@
 """`make demo`: realistic traffic through the front door of the platform that `make run` started.
 
 - local PagerDuty and Slack receivers (notify's dev receivers on :8099) that print what they get;
-- a few reference documents into rag's index;
+- a few reference documents into rag's shared namespace (documents.v1, as `python -m rag.folder --shared` does);
 - text events (reviews, support tickets) and metric streams replayed from ../shared/datasets/nab-dev, all as
   Standard Webhooks signed with the development secret of deploy/local/dev.env;
 - then it waits until an alert reached both receivers, a new record is in `events.contextualized.v1` and a report
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 from confluent_kafka import Consumer, TopicPartition
-from platform_common.kafka import CONTEXTUALIZED
+from platform_common.kafka import CONTEXTUALIZED, DOCUMENTS, Publisher
 from platform_common.settings import CommonSettings
 from standardwebhooks import Webhook
 
@@ -36,7 +36,7 @@ NAB = ROOT.parent / "shared" / "datasets" / "nab-dev" / "data"
 SERIES = ["artificialWithAnomaly/art_daily_jumpsup.csv", "realKnownCause/machine_temperature_system_failure.csv"]
 INGEST = "http://localhost:8000/webhooks/demo"
 RECEIVERS = "http://localhost:8099"
-DOCUMENTS = [
+REFERENCE_DOCUMENTS = [
     ("policy-refunds", "Refund policy", "Customers may request a refund within 30 days of purchase. Refunds above "
      "500 EUR need approval by the finance team. Chargebacks are reported to the payment processor within 2 days."),
     ("runbook-temperature", "Machine temperature runbook", "When a machine temperature sensor rises above its normal "
@@ -139,11 +139,19 @@ async def main(check: bool) -> int:
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             await wait_for("receivers listening", lambda: client.get(f"{RECEIVERS}/_received/pagerduty"), 20)
-            for doc_id, title, content in DOCUMENTS:
-                await client.post("http://localhost:8003/v1/documents", json={
-                    "document_id": doc_id, "title": title, "content": content,
-                    "source_uri": f"demo://documents/{doc_id}", "tenant": "default"})
-            print(f"demo: indexed {len(DOCUMENTS)} reference documents")
+            # reference documents every tenant reads: the shared namespace, open to documents.v1 only (no API key)
+            publisher = Publisher(CommonSettings(service_name="demo"))
+            await publisher.start()
+            try:
+                for doc_id, title, content in REFERENCE_DOCUMENTS:
+                    await publisher.publish(DOCUMENTS, doc_id, {
+                        "document_id": doc_id, "op": "upsert", "title": title, "content": content,
+                        "source_uri": f"demo://documents/{doc_id}", "tenant": "_shared", "sector": None,
+                        "doc_type": None, "metadata": {"shared": "true"}, "updated_at": int(time.time() * 1000)},
+                        schema_of=DOCUMENTS)
+            finally:
+                await publisher.stop()
+            print(f"demo: published {len(REFERENCE_DOCUMENTS)} shared reference documents")
             signer = Signer(env["WEBHOOK_SECRET_DEMO"])
             texts = [{"id": f"text-{uuid.uuid4().hex}", "stream": "support/tickets", "type": "ticket", "text": t}
                      for t in TEXTS]
@@ -161,18 +169,19 @@ async def main(check: bool) -> int:
             async def contextualized() -> bool:
                 return await asyncio.to_thread(records_in, CONTEXTUALIZED) > contextualized_before
 
+            api_key = {"Authorization": f"Bearer {env['DEMO_API_KEY']}"}  # tenant default's development key
+
             async def reported() -> bool:
-                # signed in as the demo user of reports.yaml: a report made since the demo started is listed
-                await client.post("http://localhost:8004/login", data={"username": "demo", "password": "demo-default"})
-                return any(datetime.fromisoformat(r["generated_at"]) >= started
-                           for r in (await client.get("http://localhost:8004/api/reports")).json())
+                # a report made since the demo started is listed by reports' API
+                return any(datetime.fromisoformat(r["generated_at"]) >= started for r in (
+                    await client.get("http://localhost:8004/api/reports", headers=api_key)).json())
 
             async def fresh_report() -> None:
                 """A report of the last 24 hours made as soon as an alert went out, so that it shows the anomaly."""
                 if not await wait_for("an alert reached PagerDuty and Slack", alerted, quiet=True):
                     return
-                await client.post("http://localhost:8004/login", data={"username": "demo", "password": "demo-default"})
-                answer = await client.post("http://localhost:8004/api/definitions/daily-operations/run", timeout=600)
+                answer = await client.post("http://localhost:8004/api/definitions/daily-operations/run",
+                                           headers=api_key, timeout=600)
                 if answer.is_success:
                     print(f"demo: new report with the demo's anomalies: {answer.json()['portal_url']} "
                           "(sign in as demo / demo-default)")
