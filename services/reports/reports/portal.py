@@ -180,7 +180,7 @@ def create_app(config: Config, store: Store, generator: ReportGenerator | None, 
     @app.post("/logout", dependencies=[Depends(same_origin)])
     async def logout(csrf: Annotated[str, Form(max_length=200)],
                      session: Session = Depends(page_session)) -> Response:
-        if not hmac.compare_digest(csrf, session.csrf):
+        if not hmac.compare_digest(csrf.encode(), session.csrf.encode()):  # bytes: str must be ASCII
             raise HTTPException(403, "the form's CSRF token does not match the session")
         await store.end_session(session.token)  # revoked server-side: the old cookie no longer works anywhere
         response = RedirectResponse("/login", status_code=303)
