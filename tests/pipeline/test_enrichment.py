@@ -22,10 +22,15 @@ def test_posted_text_event_is_enriched_within_two_seconds(start_platform, settin
     # the enriched record's broker timestamp (producer create time) against the moment the webhook was posted
     assert msg.timestamp()[1] - posted_ms < 2000
     event = decode_avro(settings, msg)
-    labels = {e["label"] for e in event["entities"]}
-    assert {"ORG", "MONEY", "LOCATION"} <= labels, event["entities"]
+    found = {(e["label"], e["model"]) for e in event["entities"]}
+    # entities of the fine-tuned encoder, money from the patterns; each names its model
+    assert {("ORG", "minilm-multitask"), ("LOCATION", "minilm-multitask"), ("MONEY", "pattern-gazetteer-ner")} <= found
     for entity in event["entities"]:
         assert text[entity["start"]:entity["end"]] == entity["text"]
     [sentiment] = event["sentiment"]
-    assert sentiment["label"] == "negative"
-    assert {m["task"] for m in event["models"]} == {"ner", "sentiment"}
+    assert (sentiment["label"], sentiment["polarity"], sentiment["model"]) == ("negative", "negative", "minilm-multitask")
+    assert -1 <= sentiment["score"] < 0
+    assert event["languages"] == {"body": "en"}
+    assert {(m["task"], m["name"]) for m in event["models"]} >= {("ner", "minilm-multitask"),
+                                                                  ("sentiment", "minilm-multitask")}
+    assert all(m["version"] for m in event["models"])

@@ -61,7 +61,7 @@ class LocalBackend:
     kind = "local"
 
     def __init__(self, task: str, workers: int = 0, threads: int = 1):
-        self.task = task
+        self.task, self.workers = task, workers
         # the refs are read from the artifact's config without an ONNX session in this process
         from .models import TextModel
         self.refs = TextModel(session=False).refs if task == "text" else [ModelRef(task, *_name_version(task))]
@@ -71,8 +71,11 @@ class LocalBackend:
             if workers else ThreadPoolExecutor(1, thread_name_prefix=f"model-{task}"))
 
     async def start(self) -> None:
-        """Starts the worker (it loads the model) before the stream, outside the request timeout."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, _predict, self.task, ["warm-up"])
+        """Starts the workers (each loads the model) before the stream, outside the request timeout: concurrent
+        warm-ups make the pool start every worker."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._executor, _predict, self.task, ["warm-up"])
+                               for _ in range(max(1, self.workers))))
 
     async def infer(self, texts: list[str]) -> tuple[list[dict], list[ModelRef]]:
         try:
@@ -108,23 +111,19 @@ class TritonBackend:
         results = await asyncio.to_thread(self.model.finish, texts, prepared, token_logits, sentiment_logits)
         return results, self.refs
 
-    # the server's max_batch_size (deploy/triton/minilm_multitask/config.pbtxt): rows beyond it go in more requests
-    max_rows = 256
-
-    @staticmethod
-    def chunks(prepared, size: int) -> list:
-        from .models.transformer import Prepared
-        return [Prepared(prepared.input_ids[i:i + size], prepared.attention_mask[i:i + size],
-                         prepared.row_text[i:i + size], prepared.offsets[i:i + size])
-                for i in range(0, len(prepared.input_ids), size)]
+    # rows per request: at most the server's max_batch_size (deploy/triton/minilm_multitask/config.pbtxt); requests
+    # group rows of similar length (enrich.models.transformer.buckets), so short texts are not padded to long ones
+    max_rows = 64
 
     async def run(self, prepared) -> tuple[np.ndarray, np.ndarray]:
-        answers = await asyncio.gather(*(self._request(c) for c in self.chunks(prepared, self.max_rows)))
-        return (np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers]))
+        from .models.transformer import assemble, buckets
+        groups = buckets(prepared, self.max_rows)
+        answers = await asyncio.gather(*(self._request(ids, mask) for _, ids, mask in groups))
+        return assemble(prepared, [(rows, *answer) for (rows, _, _), answer in zip(groups, answers)])
 
-    async def _request(self, prepared) -> tuple[np.ndarray, np.ndarray]:
+    async def _request(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inputs = []
-        for name, array in (("input_ids", prepared.input_ids), ("attention_mask", prepared.attention_mask)):
+        for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
             tensor = triton.InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array, binary_data=True)
             inputs.append(tensor)

@@ -19,8 +19,9 @@ class EnrichSettings(CommonSettings):
     # where the encoder runs: ONNX Runtime in a worker process (local) or a KServe V2 server (triton); one encoder
     # serves both entities and sentiment
     enrich_backend: Backend = "local"
-    # worker processes for the local backend (0: a thread of this process), ONNX Runtime threads in each
-    enrich_local_workers: int = 1
+    # worker processes for the local backend (0: a thread of this process; 2 keep both cores busy: the encoder is
+    # the cost), ONNX Runtime threads in each
+    enrich_local_workers: int = 2
     enrich_ort_threads: int = 1
     # KServe V2 HTTP endpoint (Triton with deploy/triton, or the Triton of nvidia-pytriton) and the model's name there
     enrich_triton_url: str = "localhost:8010"

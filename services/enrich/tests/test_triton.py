@@ -12,7 +12,7 @@ from enrich.client import CircuitBreaker, ModelClient, ModelUnavailable, TritonB
 from enrich.datasets import read_conll
 from enrich.evaluation import encoder_ner
 from enrich.models import get_model
-from enrich.models.transformer import artifact_dir
+from enrich.models.transformer import artifact_dir, buckets
 from enrich.testing import REPO, TopicReader, publish_raw, raw_event
 from platform_common.testing import free_port
 
@@ -100,14 +100,19 @@ async def test_local_and_triton_backends_give_the_same_enriched_events(enrich_pr
         for r in readers:
             r.close()
     assert local_out.keys() == remote_out.keys() == ids
+    same_entities = total = same_sentiment = fields = 0
     for event_id in ids:
         mine, theirs = local_out[event_id][0], remote_out[event_id][0]
         for key in ("models", "enrichment_status", "text", "stream_id", "languages"):
             assert mine[key] == theirs[key]
-        assert [(e["field"], e["start"], e["end"], e["label"], e["model"]) for e in mine["entities"]] == \
-            [(e["field"], e["start"], e["end"], e["label"], e["model"]) for e in theirs["entities"]]
-        assert [(s["field"], s["label"], s["polarity"]) for s in mine["sentiment"]] == \
-            [(s["field"], s["label"], s["polarity"]) for s in theirs["sentiment"]]
+        spans = lambda v: {(e["field"], e["start"], e["end"], e["label"], e["model"]) for e in v["entities"]}  # noqa
+        same_entities += len(spans(mine) & spans(theirs))
+        total += len(spans(mine) | spans(theirs))
+        labels = lambda v: {(s["field"], s["label"], s["polarity"]) for s in v["sentiment"]}  # noqa: E731
+        same_sentiment += len(labels(mine) & labels(theirs))
+        fields += len(mine["sentiment"])
+    # int8 scales activations per batch and the two services batch differently: labels may rarely differ
+    assert same_entities >= 0.9 * total and same_sentiment >= 0.9 * fields
     assert sum(len(v[0]["entities"]) for v in remote_out.values()) > 20
 
 
@@ -165,17 +170,21 @@ async def test_micro_batcher_merges_concurrent_calls_and_bounds_the_batch(triton
     assert sum(seen) == 40 and max(seen) <= 16 and len(seen) <= 4
 
 
-async def test_rows_beyond_the_servers_batch_limit_are_sent_in_several_requests(triton):
+async def test_rows_go_in_requests_of_similar_length_within_the_servers_batch_limit(triton):
     backend = TritonBackend("text", triton)
-    texts = ["Angela Merkel met Emmanuel Macron in Paris. " * 300] * 3  # about 25 windows each, 75 rows
-    prepared = backend.model.prepare(texts)
-    chunks = backend.chunks(prepared, 10)
-    assert len(prepared.input_ids) > 60 and max(len(c.input_ids) for c in chunks) == 10
-    assert np.array_equal(np.concatenate([c.input_ids for c in chunks]), prepared.input_ids)
+    texts = ["Angela Merkel met Emmanuel Macron in Paris. " * 300] * 3 + ["Short one.", "Rome."]
+    prepared = backend.model.prepare(texts)  # about 25 windows per long text, 2 short rows
+    groups = buckets(prepared, 10)
+    assert len(prepared.input_ids) > 60 and max(len(rows) for rows, _, _ in groups) == 10
+    # the two short rows go together, not padded to the long texts' 128 tokens
+    assert buckets(prepared, 2)[0][1].shape[1] < 10 < prepared.input_ids.shape[1]
     backend.max_rows = 10
     try:
         token_logits, sentiment_logits = await backend.run(prepared)
     finally:
         await backend.close()
-    local = get_model("text").encoder.run(prepared)
-    assert np.allclose(token_logits, local[0], atol=1e-3) and np.allclose(sentiment_logits, local[1], atol=1e-3)
+    # Triton's dynamic batcher may merge requests, and int8 scales activations per batch: close, not equal
+    local = get_model("text").encoder.run(prepared, bucket=10)
+    real = prepared.attention_mask.astype(bool)
+    assert (token_logits.argmax(-1) == local[0].argmax(-1))[real].mean() > 0.98
+    assert np.abs(token_logits - local[0])[real].max() < 0.5 and np.abs(sentiment_logits - local[1]).max() < 0.5
