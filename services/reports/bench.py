@@ -52,7 +52,8 @@ async def main() -> None:
                                reports_llm_backend="embedded")
     definition = ReportDefinition(name="bench", title="Daily operations", cron="0 12 * * *", period="24h")
     store = await Store.connect(settings.database_url, settings.reports_db_schema)
-    llm, rag = build_llm(settings), RagClient(settings.reports_rag_url)
+    llm, rag = build_llm(settings), RagClient(settings.reports_rag_url, keys={
+        t: k.get_secret_value() for t, k in settings.reports_rag_api_keys.items()})
     try:
         events = await seed(store)
         started = time.perf_counter()
