@@ -101,10 +101,12 @@ def test_enrich_reaches_triton_through_its_model_repository(compose):
 
 def test_the_triton_model_repository_serves_every_enrich_model():
     """Triton (compose's `triton`, Kubernetes' `triton-models` volume) loads deploy/triton: each model needs its
-    config.pbtxt and a numbered version folder, and enrich asks for `ner` and `sentiment`."""
+    config.pbtxt and a numbered version folder, and the model enrich asks for (its settings' default) is there."""
     repository = DEPLOY / "triton"
     models = {p.name for p in repository.iterdir() if p.is_dir()}
-    assert {"ner", "sentiment"} <= models
+    asked = re.search(r'enrich_triton_model: str = "([^"]+)"',
+                      (ROOT / "services" / "enrich" / "enrich" / "settings.py").read_text())
+    assert asked and asked.group(1) in models, (asked and asked.group(1), models)
     for model in models:
         config = repository / model / "config.pbtxt"
         assert config.is_file(), f"{config.relative_to(ROOT)} is missing"
