@@ -56,13 +56,14 @@ class DetectorConfig:
     history: int = 2000
     warmup: int = 200
     install_after: int = 64
-    settle: int = 32
+    settle: int = 100
     fallback_window: int = 200
     fallback_short: int = 5
     fallback_long: int = 0  # 0: no long-mean scale
-    seasonal: float = 0.0  # > 0: a daily baseline where it explains the last day this much better than the level
+    seasonal: float = 3.0  # > 0: a daily baseline where it explains the last day this much better than the level
     seasonal_min: bool = False  # with a daily baseline: unusual only if unusual against both
-    ensemble: float = 0.0
+    ensemble: float = 0.6
+    ensemble_scaled: bool = False  # the statistical score rescaled to the autoencoder's (ratio of their q99)
     likelihood_window: int = 0  # 0: raw scores are thresholded as they are
     likelihood_short: int = 10
     likelihood_floor: float = 0.05  # smallest spread of the averaged scores, in raw-score units
@@ -75,7 +76,7 @@ class DetectorConfig:
     resolve_after: int = 10
     cooldown: int = 50
     retrain_every: int = 5000
-    retrain_doubling: bool = False  # also retrain whenever the history has doubled since the last training
+    retrain_doubling: bool = True  # also retrain whenever the history has doubled since the last training
     drift_window: int = 200
     drift_ratio: float = 3.0
     severity_tiers: tuple = ((4.0, "critical"), (2.0, "error"), (1.3, "warning"), (0.0, "info"))
@@ -136,6 +137,7 @@ class _State:
     cooldown_left: int = 0
     settle_left: int = 0  # points after a model install during which nothing is raised
     install_at: int = -1  # the point at which the requested model is installed, -1 when none is requested
+    component_ratio: float = 0.0  # q99 of the autoencoder's scores over q99 of the statistical ones
     likelihood_sum: float = 0.0  # running sums of the averaged raw scores in `averaged`
     likelihood_squares: float = 0.0
 
@@ -149,6 +151,7 @@ class MetricDetector:
         self.scores: deque[float] = deque(maxlen=config.threshold_history)
         self.recent_errors: deque[float] = deque(maxlen=config.drift_window)
         self.raw: deque[float] = deque(maxlen=max(config.likelihood_short, 1))
+        self.components: deque[tuple[float, float]] = deque(maxlen=config.threshold_history)
         self.averaged: deque[float] = deque()  # bounded by hand: its running sums follow what leaves it
         self.pending: deque[tuple[int, float, Any]] = deque()
         self.state = _State(threshold=config.threshold_floor)
@@ -204,7 +207,9 @@ class MetricDetector:
         self.request, self.request_taken, self.ready = None, False, None
         self.state.install_at = -1
         self.state.since_training = 0
+        self.state.component_ratio = 0.0
         self.recent_errors.clear()
+        self.components.clear()
         # the threshold is recalibrated at once on the new model's validation scores, not the old scorer's
         self.scores.clear()
         self.scores.extend(getattr(model, "calibration", ()))
@@ -236,22 +241,23 @@ class MetricDetector:
             limit = len(self.pending) if st.install_at < 0 else min(len(self.pending), st.install_at - st.seen)
             segment = [self.pending[i] for i in range(limit)]
             raw = self._raw_scores([v for _, v, _ in segment], [t for t, _, _ in segment])
-            for (t, v, ctx), (score, error) in zip(segment, raw):
+            for (t, v, ctx), scores in zip(segment, raw):
                 self.pending.popleft()
-                out.append(self._decide(t, v, score, error, ctx))
+                out.append(self._decide(t, v, scores, ctx))
                 if st.install_at >= 0 and st.seen >= st.install_at:
                     break  # a request made in this segment is due: the rest is scored by its model
         return out
 
-    def _raw_scores(self, new: list[float], new_times: list[int]) -> list[tuple[float, float | None]]:
-        """(raw score, reconstruction error or None) of each of `new`, following the history."""
+    def _raw_scores(self, new: list[float], new_times: list[int]) -> list[tuple]:
+        """(statistical score, reconstruction error, autoencoder score) of each of `new`, following the history;
+        just the first while no model is installed."""
         cfg = self.config
         values = np.asarray(list(self.values) + new, dtype=float)
         start = len(values) - len(new)
         stat = self._stat_scores(values, start, self._period(new_times))
         if self.model is None:
-            return [(s, None) for s in stat]
-        out = list(zip(stat if cfg.ensemble > 0 else [0.0] * len(new), [None] * len(new)))
+            return [(s,) for s in stat]
+        out: list = [(s, None) for s in stat]
         positions = [k for k in range(len(new)) if start + k + 1 >= cfg.window]
         if positions:
             windows = np.lib.stride_tricks.sliding_window_view(values, cfg.window)[[start + k + 1 - cfg.window
@@ -259,8 +265,7 @@ class MetricDetector:
             errors = self.model.errors(windows.astype(np.float32))
             scale = max(self.model.error_mad * MAD_SCALE, 1e-9)
             for k, err in zip(positions, errors):
-                lstm = max(0.0, (float(err) - self.model.error_median) / scale)
-                out[k] = (max(lstm, cfg.ensemble * out[k][0]), float(err))
+                out[k] = (out[k][0], float(err), max(0.0, (float(err) - self.model.error_median) / scale))
         return out
 
     def _period(self, new_times: list[int]) -> int:
@@ -355,8 +360,27 @@ class MetricDetector:
         ratio = score / threshold if threshold > 0 else math.inf
         return next(name for limit, name in self.config.severity_tiers if ratio >= limit)
 
-    def _decide(self, timestamp: int, value: float, raw: float, error: float | None, context: Any) -> Scored:
+    def _combine(self, scores: tuple) -> float:
+        """One raw score from the statistical one and, with a model, the autoencoder's."""
         cfg, st = self.config, self.state
+        if len(scores) == 1:
+            return scores[0]
+        stat, _, lstm = scores
+        if cfg.ensemble <= 0:
+            return lstm
+        if not cfg.ensemble_scaled:
+            return max(lstm, cfg.ensemble * stat)
+        self.components.append((stat, lstm))
+        if st.since_calibration == 0 or st.component_ratio <= 0:
+            pairs = np.asarray(self.components, dtype=float)
+            q = np.quantile(pairs, 0.99, axis=0)
+            st.component_ratio = float(q[1] / q[0]) if q[0] > 0 and q[1] > 0 else 0.0
+        return max(lstm, cfg.ensemble * stat * st.component_ratio) if st.component_ratio > 0 else lstm
+
+    def _decide(self, timestamp: int, value: float, scores: tuple, context: Any) -> Scored:
+        cfg, st = self.config, self.state
+        raw = self._combine(scores)
+        error = scores[1] if len(scores) > 1 else None
         # the window of a point is the `window` points ending at it
         back = cfg.window - 1
         window_start = self.times[max(0, len(self.times) - back)] if self.times and back > 0 else timestamp
@@ -415,6 +439,7 @@ class MetricDetector:
             "install_at": self.request.install_at}
         return {"values": list(self.values), "times": list(self.times), "scores": list(self.scores),
                 "recent_errors": list(self.recent_errors), "raw": list(self.raw), "averaged": list(self.averaged),
+                "components": [list(c) for c in self.components],
                 "pending": [list(p) for p in self.pending], "request": request, "state": asdict(self.state),
                 "model_version": self.model.version if self.model is not None else None}
 
@@ -428,6 +453,7 @@ class MetricDetector:
         det.recent_errors.extend(data["recent_errors"])
         det.raw.extend(data.get("raw", ()))
         det.averaged.extend(data.get("averaged", ()))
+        det.components.extend(tuple(c) for c in data.get("components", ()))
         det.pending.extend(tuple(p) for p in data.get("pending", ()))
         state = data["state"]
         det.state = _State(**{k: v for k, v in state.items() if k in _State.__dataclass_fields__})

@@ -24,7 +24,6 @@ STRIDE = 2
 LEARNING_RATE = 0.01
 VALIDATION = 0.2
 SEED = 7
-ERROR_SPREAD = 0.0
 
 
 class Autoencoder(nn.Module):
@@ -104,10 +103,7 @@ def train(values: np.ndarray, config: DetectorConfig, version: str) -> TrainedMo
     # the held-out windows (the last one if there are too few), back in the stream's units
     errors = model.errors((windows[split:] if len(held) else windows[-1:]) * scale + center)
     model.error_median = float(np.median(errors))
-    # a spread of at least ERROR_SPREAD of the typical error: a validation set of a few dozen windows often
-    # agrees more tightly than live data will, and its tight spread would make every small miss an anomaly
-    model.error_mad = max(float(np.median(np.abs(errors - model.error_median))), ERROR_SPREAD * model.error_median
-                          ) or 1e-6
+    model.error_mad = float(np.median(np.abs(errors - model.error_median))) or model.error_median or 1e-6
     # the validation windows' scores calibrate the detector's threshold as soon as the model is installed
     model.calibration = [max(0.0, (float(e) - model.error_median) / (model.error_mad * MAD_SCALE)) for e in errors]
     model.metadata = {"hidden": HIDDEN, "epochs": EPOCHS, "window": config.window, "stride": STRIDE,

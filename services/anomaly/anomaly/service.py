@@ -60,6 +60,7 @@ TRAIN_SECONDS = Histogram("anomaly_training_seconds", "Training time of one stre
                           buckets=(0.5, 1, 2, 5, 10, 20, 60, 120))
 STREAMS = Gauge("anomaly_streams", "Streams held in memory")
 HELD = Gauge("anomaly_points_held", "Points waiting for the model their detector installs before them")
+LATE = Counter("anomaly_late_models_total", "Models that arrived after their install point (their stream waited)")
 ALERT_NAMESPACE = uuid.UUID("5f1d8a52-8c1e-4f0e-9a57-3b9a0c2d7e11")
 DEFAULT_TENANT = "default"  # the tenant of events that carry none (the enriched schema's default)
 
@@ -352,6 +353,8 @@ class AnomalyService:
             det = stream.detectors.get(metric) if stream is not None else None
             if det is None or det.request is None or det.request.span != request.span:
                 return  # the stream was reloaded since, with a request of its own
+            if det.blocked:
+                LATE.inc()
             scored = det.offer(model) if model is not None else det.abandon_request()
             POINTS.labels(det.detector).inc(len(scored))
             await self._publish_all(key, [(metric, s) for s in scored])
