@@ -218,6 +218,8 @@ class AnomalyService:
                 touched[key] = self.streams[key]
             for key, items in pending.items():
                 await self._publish_all(key, await self._score_stream(key, items))
+            # a stream whose scoring failed was reloaded: save the object that holds its state now
+            touched = {key: self.streams[key] for key in touched}
             self._start_trainings(touched)
             await self._save(touched)
 
