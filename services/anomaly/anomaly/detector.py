@@ -286,29 +286,43 @@ class MetricDetector:
             scales.append((cfg.fallback_long, math.sqrt(cfg.fallback_long) / 2))
         # the change since the same time a day earlier: a daily pattern is normal there, a missing one is not
         seasonal = arr[period:] - arr[:-period] if period else None
-        scores = []
-        for i in range(start, len(arr)):
-            score, _ = self._robust(arr, i, scales)
+        scores = self._robust_many(arr, start, scales)
+        for k, i in enumerate(range(start, len(arr))):
             if seasonal is not None and i - period >= max(cfg.fallback_window, period):
-                s_score, _ = self._robust(seasonal, i - period, scales)
-                if cfg.seasonal_min:
-                    score = min(score, s_score)
                 # over the last day, does "as yesterday" explain the values `seasonal` times better than their level?
-                elif float(seasonal[i - 2 * period:i - period].std()) * cfg.seasonal < float(arr[i - period:i].std()):
-                    score = s_score
-            scores.append(score)
+                if cfg.seasonal_min or (float(seasonal[i - 2 * period:i - period].std()) * cfg.seasonal
+                                        < float(arr[i - period:i].std())):
+                    s_score = self._robust(seasonal, i - period, scales)
+                    scores[k] = min(scores[k], s_score) if cfg.seasonal_min else s_score
         return scores
 
-    def _robust(self, arr: np.ndarray, i: int, scales: list[tuple[int, float]]) -> tuple[float, float]:
-        """(score, spread) of arr[i] against the `fallback_window` values before it."""
+    def _robust_many(self, arr: np.ndarray, start: int, scales: list[tuple[int, float]]) -> list[float]:
+        """`_robust` of arr[start:], its medians computed for all the points at once (the same values, one numpy
+        call instead of two per point)."""
+        window = self.config.fallback_window
+        full = max(start, window)
+        scores = [self._robust(arr, i, scales) for i in range(start, min(full, len(arr)))]
+        if len(arr) > full:
+            refs = np.lib.stride_tricks.sliding_window_view(arr, window)[full - window:len(arr) - window]
+            medians = np.median(refs, axis=1)
+            mads = np.median(np.abs(refs - medians[:, None]), axis=1)
+            for i, median, mad in zip(range(full, len(arr)), medians.tolist(), mads.tolist()):
+                scores.append(self._score(arr, i, scales, median, mad * MAD_SCALE))
+        return scores
+
+    def _robust(self, arr: np.ndarray, i: int, scales: list[tuple[int, float]]) -> float:
+        """Score of arr[i] against the `fallback_window` values before it."""
         ref = arr[max(0, i - self.config.fallback_window):i]
         if len(ref) < 10:
-            return 0.0, math.inf
+            return 0.0
         median = float(np.median(ref))
-        mad = float(np.median(np.abs(ref - median))) * MAD_SCALE
+        return self._score(arr, i, scales, median, float(np.median(np.abs(ref - median))) * MAD_SCALE)
+
+    @staticmethod
+    def _score(arr: np.ndarray, i: int, scales: list[tuple[int, float]], median: float, mad: float) -> float:
         # a flat reference has no spread: measure against a small fraction of its level instead
         scale = mad if mad > 0 else max(abs(median) * 1e-3, 1e-6)
-        return max(abs(float(arr[max(0, i - n + 1):i + 1].mean()) - median) * weight for n, weight in scales) / scale, mad
+        return max(abs(float(arr[max(0, i - n + 1):i + 1].mean()) - median) * weight for n, weight in scales) / scale
 
     def _likelihood(self, raw: float) -> float:
         """How far the recent mean of raw scores is above the usual recent means, in standard deviations."""

@@ -110,7 +110,8 @@ def test_a_record_that_keeps_failing_is_retried_then_dead_lettered(service, harn
     # decodes fine, but no PostgreSQL text can hold its stream id: every attempt fails
     poison = enriched_event("poison\x00id", 0, 1.0)
     offset = harness.post_event(poison)
-    [dead] = [m for m in harness.dead_letters(10) if m.key() == "poison\x00id".encode()]
+    # (the undecodable record of the test before is there too, when the module runs whole)
+    [dead] = [m for m in harness.dead_letters(2) if m.key() == "poison\x00id".encode()]
     headers = dict(dead.headers())
     assert headers["dlq.exception.type"] == b"builtins.ValueError"
     assert b"NUL character" in headers["dlq.reason"] and b"Traceback" in headers["dlq.stack"]
