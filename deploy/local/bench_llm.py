@@ -2,7 +2,7 @@
 the same prompts: llama.cpp (llama-cpp-python) and transformers (float32 after de-quantising). Rounds alternate
 between runtimes so a slow spell of the shared host hits both. Prints a markdown section for BENCHMARKS.md.
 
-    .venv/bin/python deploy/local/bench_llm.py [--prompts 8] [--rounds 3] [--max-tokens 48]
+    .venv/bin/python deploy/local/bench_llm.py [--prompts 4] [--rounds 3] [--max-tokens 48]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ async def run_runtime(runtime: str, prompts: list, max_tokens: int) -> tuple[lis
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args()

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
-
-from platform_common.auth import ROLES, KeyStore, make_key, route_role
+from platform_common.auth import ROLES, KeyStore, api_routes, make_key, route_role
 
 
 @dataclass(frozen=True)
@@ -44,9 +42,7 @@ def authz_cases(app: FastAPI, keys: Keys, public: set[str]) -> list[Case]:
     """Every route × {no credential, a wrong key, a key of a weaker role, the right key}. The other tenant's key is
     authenticated too (tenancy is checked on the data, by the leak tests), so it is expected to pass the gate."""
     cases: list[Case] = []
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for route in api_routes(app):
         role = route_role(route)
         if role is None:
             if route.path not in public:

@@ -17,11 +17,12 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -150,6 +151,15 @@ def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
 
     principal.__platform_role__ = role  # type: ignore[attr-defined]  # read back by route_role
     return principal
+
+
+def api_routes(app: FastAPI) -> Iterator[Any]:
+    """The app's API routes with their full paths and dependencies. FastAPI 0.137+ keeps an included router as one
+    unflattened entry of `app.routes` and resolves it through `iter_route_contexts`; older versions flatten it."""
+    iter_route_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    for route in iter_route_contexts(app.routes) if iter_route_contexts else app.routes:
+        if isinstance(getattr(route, "original_route", route), APIRoute):
+            yield route
 
 
 def route_role(route: APIRoute) -> str | None:

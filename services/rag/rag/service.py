@@ -10,7 +10,7 @@ import redis.asyncio as redis
 from aiokafka import ConsumerRecord
 
 from platform_common.kafka import CONTEXTUALIZED, Publisher, ReliableConsumer, ensure_topics
-from platform_common.llm import LLM, EmbeddedLLM, make_llm
+from platform_common.llm import LLM, InProcessLLM, make_llm
 from platform_common.ops import kafka_check, postgres_check, redis_check, registry_check
 
 from .chunking import ChunkingConfig
@@ -30,7 +30,8 @@ class RagService:
     def __init__(self, settings: RagSettings, llm: LLM | None = None, embedder: Embedder | None = None):
         self.settings = settings
         self.llm = llm or make_llm(settings.rag_llm_backend, data_dir=settings.data_dir, url=settings.rag_llm_url,
-                                   model=settings.rag_llm_model, api_key=settings.rag_llm_api_key)
+                                   model=settings.rag_llm_model, api_key=settings.rag_llm_api_key,
+                                   runtime=settings.rag_llm_runtime)
         self.embedder = embedder or Embedder(settings.rag_embed_batch, settings.rag_torch_threads)
         self.chunking = ChunkingConfig(settings.rag_chunk_words, settings.rag_chunk_overlap)
         self.consumers: list[ReliableConsumer] = []
@@ -44,7 +45,7 @@ class RagService:
         s = self.settings
         self.store = await Store.connect(s.database_url, s.rag_db_schema)
         await self.embedder.load()
-        if isinstance(self.llm, EmbeddedLLM):
+        if isinstance(self.llm, InProcessLLM):
             await self.llm.load()
         self.indexer = Indexer(self.store, self.embedder, self.chunking)
         await self.indexer.open()

@@ -28,6 +28,7 @@ class RagSettings(CommonSettings):
     rag_min_score: float = 0.3
     rag_top_k: int = 4
     rag_llm_backend: str = "embedded"  # embedded or openai
+    rag_llm_runtime: str = "llama.cpp"  # the embedded backend's runtime: llama.cpp or transformers
     rag_llm_url: str | None = None
     rag_llm_model: str | None = None
     rag_llm_api_key: str | None = None

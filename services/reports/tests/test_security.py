@@ -8,10 +8,9 @@ import time
 from urllib.parse import quote
 
 import httpx
-from fastapi.routing import APIRoute
 from support.authz import Keys, authz_cases, check, concrete
 
-from platform_common.auth import KeyStore, make_key
+from platform_common.auth import KeyStore, api_routes, make_key
 from reports.config import ReportDefinition
 from reports.portal import PUBLIC_PATHS, SESSION_COOKIE, create_app, session_policy
 
@@ -19,7 +18,7 @@ ORIGIN = {"Origin": "http://portal.test"}  # rsettings' portal URL: what a brows
 
 
 def session_routes(app) -> set[str]:
-    return {r.path for r in app.routes if isinstance(r, APIRoute) and session_policy(r)}
+    return {r.path for r in api_routes(app) if session_policy(r)}
 
 
 async def sign_in(http: httpx.AsyncClient, username: str, password: str, **headers) -> httpx.Response:
