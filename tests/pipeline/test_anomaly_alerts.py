@@ -5,7 +5,7 @@ import time
 
 import httpx
 import pytest
-from support.platform import Sender, metric_payloads
+from support.platform import SPIKE_AT, Sender, metric_payloads
 
 from platform_common.testing import decode_avro, read_messages
 
@@ -14,9 +14,9 @@ from platform_common.testing import decode_avro, read_messages
 def test_a_spike_gives_one_alert_and_its_resolve_and_a_steady_stream_none(start_platform, settings, run_id):
     platform = start_platform(("ingest-webhook", "enrich", "anomaly"))
     sender = Sender(platform.ports["ingest-webhook"])
-    # past the detector's warm-up (200 points); the spike lasts three points, then the stream is normal again
-    spiky = metric_payloads(f"{run_id}-spiky", streams=1, points=320, spike_at=260)
-    steady = metric_payloads(f"{run_id}-steady", streams=1, points=320)
+    # past the detector's warm-up and model install; the spike lasts three points, then the stream is normal again
+    spiky = metric_payloads(f"{run_id}-spiky", streams=1, points=SPIKE_AT + 60, spike_at=SPIKE_AT)
+    steady = metric_payloads(f"{run_id}-steady", streams=1, points=SPIKE_AT + 60)
     with httpx.Client(timeout=10) as client:
         for a, b in zip(spiky, steady):
             assert sender.post(client, a) == 202 and sender.post(client, b) == 202, sender.refused
@@ -38,5 +38,5 @@ def test_a_spike_gives_one_alert_and_its_resolve_and_a_steady_stream_none(start_
     assert (trigger["action"], resolve["action"]) == ("trigger", "resolve"), alerts
     assert trigger["dedup_key"] == resolve["dedup_key"] and trigger["metric"] == "load"
     assert trigger["value"] == 500.0 and trigger["score"] > trigger["threshold"]
-    assert trigger["event_id"] in {f"{run_id}-spiky-s0-{i}" for i in range(260, 263)} and trigger["traceparent"]
+    assert trigger["event_id"] in {f"{run_id}-spiky-s0-{i}" for i in range(SPIKE_AT, SPIKE_AT + 3)} and trigger["traceparent"]
     assert trigger["window_start"] <= trigger["window_end"] and trigger["severity"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.platform import Sender, metric_payloads
+from support.platform import SPIKE_AT, Sender, metric_payloads
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
 
@@ -30,7 +30,7 @@ def service_of(span: dict) -> str:
 def test_a_spike_becomes_one_pagerduty_trigger_in_one_trace(start_platform, run_id):
     platform = start_platform(SERVICES)
     sender = Sender(platform.ports["ingest-webhook"])
-    payloads = metric_payloads(run_id, streams=1, points=360, spike_at=300)
+    payloads = metric_payloads(run_id, streams=1, points=SPIKE_AT + 60, spike_at=SPIKE_AT)
     with httpx.Client(timeout=10) as client:
         for payload in payloads:
             assert sender.post(client, payload, attempts=1) == 202, sender.refused

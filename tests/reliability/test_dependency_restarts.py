@@ -13,7 +13,7 @@ import httpx
 import pytest
 from support.chaos import record
 from support.faults import run_with_faults
-from support.platform import Platform, Sender, metric_payloads, sign
+from support.platform import SPIKE_AT, Platform, Sender, metric_payloads, sign
 from support.private_kafka import PrivateKafka
 
 from platform_common.settings import CommonSettings
@@ -138,5 +138,5 @@ async def test_postgres_restart_under_traffic_loses_nothing(start_platform, sett
     """anomaly (models), notify (deliveries) and reports (projections) wait out PostgreSQL: not ready meanwhile,
     then they catch up on their own; every accepted event is stored once and every alert delivered once."""
     platform = start_platform(("ingest-webhook", "enrich", "anomaly", "notify", "reports"))
-    await run_with_faults(platform, settings, run_id, streams=2, points=320, rate=100,
+    await run_with_faults(platform, settings, run_id, streams=2, points=SPIKE_AT + 60, rate=100,
                           faults=[partial(postgres_outage, platform)], fault="PostgreSQL stopped under traffic")

@@ -5,6 +5,7 @@ from functools import partial
 
 import pytest
 from support.faults import run_with_faults
+from support.platform import SPIKE_AT
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify", "reports")
 
@@ -16,13 +17,13 @@ def kills(platform, victims: tuple[str, ...]) -> list:
 async def test_kill_enrich_and_notify_mid_flow(start_platform, settings, run_id):
     """The fast part, in `make test`."""
     platform = start_platform(SERVICES)
-    await run_with_faults(platform, settings, run_id, streams=2, points=320, rate=100,
+    await run_with_faults(platform, settings, run_id, streams=2, points=SPIKE_AT + 60, rate=100,
                           faults=kills(platform, ("enrich", "notify")), fault="kill -9 enrich, notify")
 
 
 @pytest.mark.chaos
 async def test_kill_every_service_in_turn(start_platform, settings, run_id):
     platform = start_platform((*SERVICES, "rag"))
-    await run_with_faults(platform, settings, run_id, streams=8, points=400, rate=150,
+    await run_with_faults(platform, settings, run_id, streams=8, points=SPIKE_AT + 80, rate=150,
                           faults=kills(platform, ("ingest-webhook", "enrich", "anomaly", "rag", "notify", "reports")),
                           fault="kill -9 each service in turn")

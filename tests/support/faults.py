@@ -14,7 +14,7 @@ from platform_common.kafka import dlq
 from platform_common.testing import consumer_lag, decode_avro, read_messages
 
 from .chaos import record
-from .platform import Platform, Sender, metric_payloads
+from .platform import SPIKE_AT, Platform, Sender, metric_payloads
 
 POISON = 3
 
@@ -50,7 +50,8 @@ async def run_with_faults(platform: Platform, settings, run_id: str, streams: in
     platform was ready again); then every accepted event must be stored once, every alert delivered once, and the
     raw topic's DLQ hold only the poison records."""
     sender = Sender(platform.ports["ingest-webhook"])
-    # the spike comes after the anomaly detector's warm-up (200 points), with room for its resolve
+    # the spike comes once the anomaly detector may alert, with room for its resolve
+    assert points >= SPIKE_AT + 60, f"{points} points end before the detector may alert and resolve"
     payloads = metric_payloads(run_id, streams=streams, points=points, spike_at=points - 60)
     flow = sender.flow(payloads, rate)
     await inject_poison(settings, platform.topics["events.raw.v1"])

@@ -11,11 +11,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+from anomaly.detector import DetectorConfig
 from platform_common.testing import ServiceProcess, free_port
 from standardwebhooks import Webhook
 
 SECRET = "whsec_ZGVtby1kZXZlbG9wbWVudC1zZWNyZXQtMzJieXRlcyE="
 ROUTING_KEY = "testroutingkey0123456789abcdef01"
+# the first point at which the service's default detector may alert: after its warm-up, the model's install and the
+# settling time that follows it (the detector's defaults, chosen on NAB's tuning part)
+_DETECTOR = DetectorConfig()
+ALERTABLE_FROM = _DETECTOR.warmup + _DETECTOR.install_after + _DETECTOR.settle
+SPIKE_AT = ALERTABLE_FROM + 20
 MODULES = {"ingest-webhook": "ingest_webhook", "enrich": "enrich", "anomaly": "anomaly", "notify": "notify",
            "rag": "rag", "reports": "reports"}
 

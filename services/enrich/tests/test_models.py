@@ -67,6 +67,13 @@ def test_pattern_entities_never_overlap_the_encoders():
     assert merge(encoder, patterns) == [encoder[0], patterns[1]]
 
 
+def test_a_pattern_entity_replaces_the_encoder_entities_it_contains():
+    encoder = [{"start": 0, "end": 4, "label": "ORG"}, {"start": 10, "end": 13, "label": "MISC"}]
+    money = {"start": 6, "end": 13, "label": "MONEY"}  # "250 EUR" around the encoder's "EUR"
+    same_span = {"start": 0, "end": 4, "label": "PRODUCT"}
+    assert merge(encoder, [money, same_span]) == [encoder[0], money]
+
+
 @pytest.mark.parametrize(("text", "language"), [
     ("Terrible support from Acme Holdings Inc., my laptop broke again and nobody answers.", "en"),
     ("Der Kunde ist sehr unzufrieden mit der Lieferung.", "de"),

@@ -54,11 +54,15 @@ class TextModel:
 
 
 def merge(model_entities: list[dict], pattern_entities: list[dict]) -> list[dict]:
-    """The encoder's entities, plus pattern entities that overlap none of them."""
+    """The encoder's entities, plus pattern entities that overlap none of them. A pattern entity that strictly
+    contains the encoder's entities replaces them: in "250 EUR" the encoder tags the currency as MISC (CoNLL's
+    habit), the amount with its currency is the MONEY."""
     out = list(model_entities)
     for p in pattern_entities:
-        if not any(p["start"] < e["end"] and e["start"] < p["end"] for e in model_entities):
-            out.append(p)
+        hit = [e for e in model_entities if p["start"] < e["end"] and e["start"] < p["end"]]
+        if all(p["start"] <= e["start"] and e["end"] <= p["end"] and p["end"] - p["start"] > e["end"] - e["start"]
+               for e in hit):
+            out = [e for e in out if e not in hit] + [p]
     out.sort(key=lambda e: e["start"])
     return out
 
