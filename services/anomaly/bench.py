@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from platform_common.kafka import ENRICHED, Publisher, ensure_topics
-from platform_common.testing import consumer_lag, free_port
 
 from anomaly import backtest, nab
 from anomaly.detector import DetectorConfig, MetricDetector
 from anomaly.model import train
 from anomaly.settings import AnomalySettings
 from anomaly.testing import AnomalyProcess, cleanup, enriched_event
+from platform_common.kafka import ENRICHED, Publisher, ensure_topics
+from platform_common.testing import consumer_lag, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NAB_DIR = REPO.parent / "shared" / "datasets" / "nab-dev"

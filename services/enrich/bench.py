@@ -29,6 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+
 from enrich.client import CircuitBreaker, LocalBackend, ModelClient, TritonBackend
 from enrich.datasets import read_conll, read_sst2
 from enrich.evaluation import accuracy, encoder_ner, full_report, joined, seqeval_scores, tags_from_spans
@@ -102,7 +103,7 @@ def through_service(events: list[dict], workdir: Path, **env: str) -> tuple[list
     finally:
         service.stop()
         service.cleanup()
-    cpu = tuple((a - b) * 1000 / max(len(out), 1) for a, b in zip(after, before))
+    cpu = tuple((a - b) * 1000 / max(len(out), 1) for a, b in zip(after, before, strict=True))
     return out, (len(out) / seconds if seconds else float("nan")), cpu
 
 
@@ -225,7 +226,8 @@ def main() -> None:
           f"{sq['ner_en']['f1']:.4f} | | | | en >= 0.88 |")
     print(f"| baseline: old rules + gazetteers | local | {base['ner_rules']['en']['f1']:.4f} | | | | |")
     print("\nEntity F1 per type, en: " + ", ".join(f"{k} {v:.4f}" for k, v in ner["en"]["per_type"].items()) + ".\n")
-    print("| sentiment | encoder (local) | through the running service | baseline VADER | target |\n|---|---|---|---|---|")
+    print("| sentiment | encoder (local) | through the running service | baseline VADER | target |\n"
+          "|---|---|---|---|---|")
     print(f"| SST-2 test accuracy (polarity) | {s['sst2_test_accuracy']:.4f} | {sq['sst2_test_accuracy']:.4f} | "
           f"{base['sentiment_vader']['sst2_test_accuracy']:.4f} | >= 0.88 |")
     print(f"| TweetEval val macro recall (3 classes) | {s['tweeteval_val_macro_recall']:.4f} | | "
@@ -235,8 +237,10 @@ def main() -> None:
     print(f"Records through the service: {sq['records']}/{sq['sent']}, statuses {json.dumps(sq['statuses'])}.\n")
     print("Throughput end to end through Kafka (raw topic pre-filled, one `python -m enrich`, rate between the first "
           "and last enriched record):\n")
-    print("| backend | events | count | events/s | CPU ms/event service + workers | target |\n|---|---|---|---|---|---|")
-    targets = {"text events, both models on each": ">= 500/s (local)", f"demo mix ({DEMO_TEXT_SHARE:.0%} text)": ">= 2,000/s"}
+    print("| backend | events | count | events/s | CPU ms/event service + workers | target |\n"
+          "|---|---|---|---|---|---|")
+    targets = {"text events, both models on each": ">= 500/s (local)",
+               f"demo mix ({DEMO_TEXT_SHARE:.0%} text)": ">= 2,000/s"}
     for backend, kind, n, rate, cpu in rows:
         print(f"| {backend} | {kind} | {n} | {rate:,.0f} | {cpu[0]:.2f} + {cpu[1]:.2f} | {targets.get(kind, '')} |")
     print("\nEncoder request latency (ms) through the client (micro-batcher, timeout, breaker), tokenization and "

@@ -32,12 +32,18 @@ import httpx
 import uvloop
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
-from platform_common.testing import (cpu_seconds, drop_topics, free_port, open_loop, percentile_with_missing,
-                                     signed_request)
 
 from ingest_webhook.settings import IngestSettings
 from platform_common.avro import AvroSerde
 from platform_common.kafka import RAW
+from platform_common.testing import (
+    cpu_seconds,
+    drop_topics,
+    free_port,
+    open_loop,
+    percentile_with_missing,
+    signed_request,
+)
 
 CONNECTIONS = 64
 FIXED_RATE = 1250
@@ -175,7 +181,7 @@ def main() -> None:
         drop_topics(settings, [topic, base_topic])
 
     ok = statuses.get(202, 0)
-    print(f"## ingest-webhook\n\nMeasured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} "
+    print(f"## ingest-webhook\n\nMeasured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} "
           f"cores (1-min load average {machine_load:.1f} during the run: other work shares the cores), load generator "
           f"on the same machine, the shared stack running; service with "
           f"{args.workers} uvicorn worker(s) (uvloop, httptools), HMAC verification, JSONata mapping, Redis replay "
@@ -189,8 +195,10 @@ def main() -> None:
           f"(= {1 / cpu_per_event:,.0f}/s per fully available core) | |")
     print(f"| non-2xx / socket errors under that load | {wrk['non2xx']} / {wrk['errors']} | 0 |")
     print(f"| latency at a fixed {FIXED_RATE:,}/s, p50 / p95 / p99 (open-loop asyncio raw-socket client, "
-          f"{len(fixed):,} requests, {ok:,} answered 202 in time) | {percentile_with_missing(latencies, len(fixed), 50)} / "
-          f"{percentile_with_missing(latencies, len(fixed), 95)} / {percentile_with_missing(latencies, len(fixed), 99)} "
+          f"{len(fixed):,} requests, {ok:,} answered 202 in time) | "
+          f"{percentile_with_missing(latencies, len(fixed), 50)} / "
+          f"{percentile_with_missing(latencies, len(fixed), 95)} / "
+          f"{percentile_with_missing(latencies, len(fixed), 99)} "
           "| p99 < 50 ms |")
     print(f"| baseline: bare aiokafka producer, same Avro records, acks=all, {CONNECTIONS} in flight | "
           f"{baseline:,.0f} records/s | |")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+
 from notify import slack
 from notify.dev_receivers import DevReceivers
 from notify.settings import NotifySettings
@@ -78,13 +79,16 @@ async def main() -> None:
     await ensure_topics(settings, settings.notify_topics)
     routes = Path(tempfile.mkdtemp()) / "routes.yaml"
     routes.write_text(ROUTES)
-    env = {**os.environ, "NOTIFY_TOPICS": json.dumps(settings.notify_topics), "NOTIFY_GROUP_ID": settings.notify_group_id,
+    env = {**os.environ, "NOTIFY_TOPICS": json.dumps(settings.notify_topics),
+           "NOTIFY_GROUP_ID": settings.notify_group_id,
            "NOTIFY_NOTIFICATIONS_TOPIC": settings.notify_notifications_topic, "NOTIFY_ROUTES_FILE": str(routes),
-           "NOTIFY_DB_SCHEMA": settings.notify_db_schema, "NOTIFY_PORT": os.environ.get("NOTIFY_BENCH_PORT", str(free_port())), "LOG_LEVEL": "WARNING",
+           "NOTIFY_DB_SCHEMA": settings.notify_db_schema,
+           "NOTIFY_PORT": os.environ.get("NOTIFY_BENCH_PORT", str(free_port())), "LOG_LEVEL": "WARNING",
            "NOTIFY_PAGERDUTY_URL": f"http://127.0.0.1:{port}/v2/enqueue", "NOTIFY_BENCH_PD_KEY": PD_KEY,
            "NOTIFY_BENCH_SLACK": f"http://127.0.0.1:{port}/slack/bench", "NOTIFY_POLL_INTERVAL": "0.05"}
-    process = await asyncio.create_subprocess_exec(sys.executable, *os.environ.get("NOTIFY_BENCH_PYTHON_ARGS", "").split(), "-m", "notify", env=env,
-                                                   stdout=asyncio.subprocess.DEVNULL)
+    process = await asyncio.create_subprocess_exec(sys.executable,
+                                                   *os.environ.get("NOTIFY_BENCH_PYTHON_ARGS", "").split(),
+                                                   "-m", "notify", env=env, stdout=asyncio.subprocess.DEVNULL)
     publisher = Publisher(settings)
     await publisher.start()
     topic = settings.notify_topics[0]

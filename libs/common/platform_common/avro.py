@@ -5,8 +5,8 @@ Schemas are the `.avsc` files in `schemas/`, one per topic, registered under `<t
 
 from __future__ import annotations
 
-import json
 import asyncio
+import json
 from functools import cache
 from pathlib import Path
 

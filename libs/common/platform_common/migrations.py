@@ -1,9 +1,10 @@
 """Numbered SQL migrations per service, applied at start by one function.
 
 A service keeps `migrations/NNNN_what.sql` beside its code. Each file is applied once, in order, all of a start's
-in one transaction (a failure applies none of them), and recorded in `<schema>.schema_migrations` with its checksum. `{s}` in a file is the service's schema
-(tests give each run a schema of its own). An advisory lock per schema lets several replicas start at once; a
-recorded migration whose file changed afterwards stops the start, since the database no longer matches the code.
+in one transaction (a failure applies none of them), and recorded in `<schema>.schema_migrations` with its checksum.
+`{s}` in a file is the service's schema (tests give each run a schema of its own). An advisory lock per schema lets
+several replicas start at once; a recorded migration whose file changed afterwards stops the start, since the
+database no longer matches the code.
 """
 
 from __future__ import annotations

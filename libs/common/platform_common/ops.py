@@ -30,7 +30,7 @@ def ops_router(checks: dict[str, Check], timeout: float = 2.0) -> APIRouter:
                 return None
             except Exception as e:  # the reason goes into the body; readiness never raises
                 return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values()))))
+        results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values())), strict=True))
         failing = {name: reason for name, reason in results.items() if reason}
         if failing:
             return JSONResponse({"status": "not ready", "failing": failing}, status_code=503)

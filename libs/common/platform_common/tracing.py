@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import orjson
 from opentelemetry import context, propagate, trace
@@ -25,7 +24,7 @@ def _iso(ns: int | None) -> str | None:
     # the SDK's ns_to_iso_str format, without strftime (the slowest part of writing a span)
     if ns is None:
         return None
-    return datetime.fromtimestamp(ns // 1_000_000_000, timezone.utc).isoformat()[:19] + f".{ns // 1000 % 1_000_000:06d}Z"
+    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).isoformat()[:19] + f".{ns // 1000 % 1_000_000:06d}Z"
 
 
 def _context(ctx: trace.SpanContext) -> dict[str, str]:

@@ -1,4 +1,5 @@
 import pytest
+
 from platform_common.kafka import ensure_topics
 
 

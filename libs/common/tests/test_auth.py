@@ -5,9 +5,9 @@ import json
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
-from support.authz import Keys, authz_cases, check, concrete
 
 from platform_common.auth import RESERVED_TENANT, KeyStore, Principal, install_auth, make_key, require
+from support.authz import Keys, authz_cases, check, concrete
 
 
 def app_with(keys: KeyStore) -> FastAPI:

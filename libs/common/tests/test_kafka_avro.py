@@ -17,7 +17,7 @@ def raw_event(n: int, **overrides) -> dict:
         "event_id": f"evt-{n}", "delivery_id": f"msg-{n}", "source": "demo", "type": "reading",
         "stream_id": f"stream-{n % 3}", "tenant": "acme", "occurred_at": NOW_MS + n, "received_at": NOW_MS + n + 5,
         "text": {"body": f"Acme Corp shipped order {n}"}, "metrics": {"latency_ms": 12.5 + n},
-        "attributes": {"region": "eu"}, "raw_payload": '{"n": %d}' % n, **overrides,
+        "attributes": {"region": "eu"}, "raw_payload": f'{{"n": {n:d}}}', **overrides,
     }
 
 
@@ -84,7 +84,7 @@ async def test_failing_record_goes_to_dlq_with_reason_and_consumer_goes_on(setti
     reasons = sorted(h["dlq.reason"].decode() for h in headers)
     assert reasons[0].startswith("SerializerError") or "magic" in reasons[0] or "small" in reasons[0]
     assert reasons[1] == "ValueError: cannot enrich a poison record"
-    for h, m in zip(headers, dead):
+    for h in headers:
         assert h["dlq.source.topic"].decode() == topic
         assert h["dlq.consumer.group"].decode() == f"g-{run_id}"
         assert int(h["dlq.source.offset"]) in (1, 3)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import nab
@@ -55,7 +55,7 @@ def read_series(path: Path) -> tuple[list[str], list[tuple[int, float]]]:
             stamps.append(row["timestamp"])
             moment = datetime.fromisoformat(row["timestamp"].strip())
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             points.append((int(moment.timestamp() * 1000), float(row["value"])))
     return stamps, points
 

@@ -227,7 +227,7 @@ class MetricDetector:
         """Scores consecutive points, each with its optional context; returns the points scored by now, in order
         (held ones come back from a later call, once their model is offered)."""
         contexts = contexts if contexts is not None else [None] * len(points)
-        self.pending.extend((t, v, c) for (t, v), c in zip(points, contexts))
+        self.pending.extend((t, v, c) for (t, v), c in zip(points, contexts, strict=True))
         return self._drain()
 
     def _drain(self) -> list[Scored]:
@@ -241,7 +241,7 @@ class MetricDetector:
             limit = len(self.pending) if st.install_at < 0 else min(len(self.pending), st.install_at - st.seen)
             segment = [self.pending[i] for i in range(limit)]
             raw = self._raw_scores([v for _, v, _ in segment], [t for t, _, _ in segment])
-            for (t, v, ctx), scores in zip(segment, raw):
+            for (t, v, ctx), scores in zip(segment, raw, strict=True):
                 self.pending.popleft()
                 out.append(self._decide(t, v, scores, ctx))
                 if st.install_at >= 0 and st.seen >= st.install_at:
@@ -264,7 +264,7 @@ class MetricDetector:
                                                                                     for k in positions]]
             errors = self.model.errors(windows.astype(np.float32))
             scale = max(self.model.error_mad * MAD_SCALE, 1e-9)
-            for k, err in zip(positions, errors):
+            for k, err in zip(positions, errors, strict=True):
                 out[k] = (out[k][0], float(err), max(0.0, (float(err) - self.model.error_median) / scale))
         return out
 
@@ -306,7 +306,7 @@ class MetricDetector:
             refs = np.lib.stride_tricks.sliding_window_view(arr, window)[full - window:len(arr) - window]
             medians = np.median(refs, axis=1)
             mads = np.median(np.abs(refs - medians[:, None]), axis=1)
-            for i, median, mad in zip(range(full, len(arr)), medians.tolist(), mads.tolist()):
+            for i, median, mad in zip(range(full, len(arr)), medians.tolist(), mads.tolist(), strict=True):
                 scores.append(self._score(arr, i, scales, median, mad * MAD_SCALE))
         return scores
 

@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -74,7 +74,7 @@ def _ms(value: Any) -> int:
 
 
 def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -207,7 +207,7 @@ class AnomalyService:
                     await self._dead_letter(msg, e)
                     continue
                 try:
-                    key = await self._attempts(lambda: self._accept(msg, value), "load")
+                    key = await self._attempts(lambda msg=msg, value=value: self._accept(msg, value), "load")
                 except Exception as e:
                     await self._dead_letter(msg, e)
                     continue
@@ -269,7 +269,7 @@ class AnomalyService:
         for ctx, value in items:
             before = {m: (d.snapshot(), d.model) for m, d in stream.detectors.items()}
 
-            async def attempt() -> list[tuple[str, Scored]]:
+            async def attempt(ctx=ctx, value=value, before=before) -> list[tuple[str, Scored]]:
                 try:
                     return self._feed(stream, [(ctx, value)], self.config)
                 except Exception:
@@ -286,7 +286,8 @@ class AnomalyService:
         found = [(s.context["offset"], metric, s) for metric, s in scored if s.decision is not None]
         for _, metric, s in sorted(found, key=lambda f: (f[0], f[1])):
             try:
-                await self._attempts(lambda: self._publish(key, s.context, metric, s.decision), "publish")
+                await self._attempts(lambda s=s, metric=metric: self._publish(key, s.context, metric, s.decision),
+                                     "publish")
             except Exception as e:
                 await self._dead_letter(_record(s.context), e)
 
@@ -303,7 +304,7 @@ class AnomalyService:
             "window_start": _dt(d.window_start), "window_end": _dt(d.window_end), "detector": d.detector,
             "model_version": d.model_version, "event_id": ctx["event_id"], "traceparent": traceparent,
             "attributes": {"excursion_start": _dt(d.excursion_start).isoformat()},
-            "created_at": datetime.now(timezone.utc),
+            "created_at": datetime.now(UTC),
         }
         # the alert continues the trace of the event that raised it
         headers = [("traceparent", traceparent.encode())] if traceparent else []

@@ -3,11 +3,12 @@ them, and the clean-up of what a run made."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
+
 from platform_common.testing import ServiceProcess
 
 from .settings import AnomalySettings
@@ -25,13 +26,13 @@ class AnomalyProcess(ServiceProcess):
             "ANOMALY_PORT": str(s.anomaly_port), "STACK_DATA_DIR": str(workdir), "LOG_LEVEL": "WARNING", **env},
             workdir)
 
-    def start(self) -> "AnomalyProcess":
+    def start(self) -> AnomalyProcess:
         super().start()
         self.wait_ready(60)
         return self
 
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def event_time(i: int) -> datetime:
@@ -42,8 +43,8 @@ def event_time(i: int) -> datetime:
 def enriched_event(stream_id: str, i: int, value: float, tenant: str = "default") -> dict:
     at = event_time(i)
     return {"event_id": f"{tenant}-{stream_id}-{i}", "delivery_id": f"{tenant}-{stream_id}-{i}", "source": "tests",
-            "type": "metric", "stream_id": stream_id, "tenant": tenant, "occurred_at": at, "received_at": at, "text": {},
-            "metrics": {"latency_ms": value}, "attributes": {}, "raw_payload": "{}", "entities": [],
+            "type": "metric", "stream_id": stream_id, "tenant": tenant, "occurred_at": at, "received_at": at,
+            "text": {}, "metrics": {"latency_ms": value}, "attributes": {}, "raw_payload": "{}", "entities": [],
             "sentiment": [], "models": [], "enriched_at": at}
 
 

@@ -12,11 +12,10 @@ import asyncpg
 import numpy as np
 import pytest
 
-from platform_common.kafka import Publisher, dlq, ensure_topics
-from platform_common.testing import decode_avro, free_port, read_messages
-
 from anomaly.settings import AnomalySettings
 from anomaly.testing import AnomalyProcess, cleanup, enriched_event
+from platform_common.kafka import Publisher, dlq, ensure_topics
+from platform_common.testing import decode_avro, free_port, read_messages
 
 
 @pytest.fixture(scope="module")

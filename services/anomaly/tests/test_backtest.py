@@ -3,7 +3,7 @@
 import csv
 import json
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def write_series(path: Path, points: int, spike_at: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["timestamp", "value"])
@@ -59,7 +59,8 @@ def test_backtest_scores_both_parts_of_a_split_under_the_three_nab_profiles(tmp_
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     (tmp_path / "split.json").write_text(json.dumps({"tuning": ["a.csv", "c.csv"], "held_out": ["b.csv"]}))
     done = backtest(f"IN={tmp_path / 'in'}", f"OUT={tmp_path / 'out'}",
-                    f"BACKTEST_ARGS=--fallback-only --labels {tmp_path / 'labels.json'} --split {tmp_path / 'split.json'}")
+                    f"BACKTEST_ARGS=--fallback-only --labels {tmp_path / 'labels.json'} "
+                    f"--split {tmp_path / 'split.json'}")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     profiles = {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}

@@ -2,12 +2,12 @@
 
 import httpx
 import numpy as np
-from platform_common.testing import metric_sum
 
 from anomaly.backtest import run_series, service_config
 from anomaly.detector import FALLBACK, LSTM
 from anomaly.model import train
 from anomaly.testing import enriched_event, event_time
+from platform_common.testing import metric_sum
 
 
 def points(values: list[float]) -> list[tuple[int, float]]:
@@ -82,7 +82,7 @@ def test_backtest_raises_exactly_the_alerts_of_the_service(service, harness):
     exposition = httpx.get(f"http://127.0.0.1:{harness.settings.anomaly_port}/metrics").text
     assert metric_sum(exposition, "anomaly_late_models_total") >= 1
     assert [a[:5] for a in served] == [a[:5] for a in backtested]
-    for got, want in zip(served, backtested):
+    for got, want in zip(served, backtested, strict=True):
         assert np.allclose(got[5:], want[5:], rtol=1e-4), (got, want)
     # the same versions are stored
     stored = {m["version"] for m in harness.models("replayed")}
@@ -111,7 +111,7 @@ def test_a_record_that_keeps_failing_is_retried_then_dead_lettered(service, harn
     poison = enriched_event("poison\x00id", 0, 1.0)
     offset = harness.post_event(poison)
     # (the undecodable record of the test before is there too, when the module runs whole)
-    [dead] = [m for m in harness.dead_letters(2) if m.key() == "poison\x00id".encode()]
+    [dead] = [m for m in harness.dead_letters(2) if m.key() == b"poison\x00id"]
     headers = dict(dead.headers())
     assert headers["dlq.exception.type"] == b"builtins.ValueError"
     assert b"NUL character" in headers["dlq.reason"] and b"Traceback" in headers["dlq.stack"]

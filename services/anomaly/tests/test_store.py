@@ -6,8 +6,8 @@ import uuid
 
 import asyncpg
 
-from anomaly.store import MIGRATIONS, Store, StreamRow
 from anomaly.settings import AnomalySettings
+from anomaly.store import MIGRATIONS, Store, StreamRow
 
 
 def test_a_database_of_the_previous_release_is_upgraded_without_losing_a_stream():

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
 import numpy as np
 import tritonclient.http.aio as triton
 from tritonclient.utils import InferenceServerException
@@ -119,7 +120,7 @@ class TritonBackend:
         from .models.transformer import assemble, buckets
         groups = buckets(prepared, self.max_rows)
         answers = await asyncio.gather(*(self._request(ids, mask) for _, ids, mask in groups))
-        return assemble(prepared, [(rows, *answer) for (rows, _, _), answer in zip(groups, answers)])
+        return assemble(prepared, [(rows, *answer) for (rows, _, _), answer in zip(groups, answers, strict=True)])
 
     async def _request(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inputs = []
@@ -272,5 +273,6 @@ def model_client(task: str, backend: str, settings) -> ModelClient:
     breaker = CircuitBreaker(settings.enrich_breaker_failures, settings.enrich_breaker_reset_s,
                              on_open=lambda: (BREAKER_OPEN.labels(task, backend).inc(),
                                               log.warning("circuit opened for %s via %s", task, backend)))
-    return ModelClient(task, impl, max_batch=settings.enrich_model_batch, max_wait_s=settings.enrich_model_wait_ms / 1000,
-                       inflight=settings.enrich_model_inflight, timeout_s=settings.enrich_model_timeout_s, breaker=breaker)
+    return ModelClient(task, impl, max_batch=settings.enrich_model_batch,
+                       max_wait_s=settings.enrich_model_wait_ms / 1000, inflight=settings.enrich_model_inflight,
+                       timeout_s=settings.enrich_model_timeout_s, breaker=breaker)

@@ -56,11 +56,11 @@ def read_tweeteval(root: Path | None = None) -> list[tuple[str, int]]:
     base = (root or datasets_dir()) / "sentiment"
     texts = (base / "tweeteval_val_text.txt").read_text(encoding="utf-8").splitlines()
     labels = (base / "tweeteval_val_labels.txt").read_text(encoding="utf-8").splitlines()
-    return [(t, int(l)) for t, l in zip(texts, labels, strict=True)]
+    return [(t, int(label)) for t, label in zip(texts, labels, strict=True)]
 
 
 def read_xlmt(language: str, split: str, root: Path | None = None) -> list[tuple[str, int]]:
     base = (root or datasets_dir()) / "sentiment" / "xlmt"
     texts = (base / f"{language}_{split}_text.txt").read_text(encoding="utf-8").splitlines()
     labels = (base / f"{language}_{split}_labels.txt").read_text(encoding="utf-8").splitlines()
-    return [(t, int(l)) for t, l in zip(texts, labels, strict=True)]
+    return [(t, int(label)) for t, label in zip(texts, labels, strict=True)]

@@ -71,19 +71,20 @@ def text_ner(find: Callable[[list[str]], list[list[dict]]], sentences, batch: in
     gold, pred = [], []
     for i in range(0, len(sentences), batch):
         chunk = sentences[i:i + batch]
-        texts, spans = zip(*(joined(w) for w, _ in chunk))
-        for (_, tags), word_spans, entities in zip(chunk, spans, find(list(texts))):
+        texts, spans = zip(*(joined(w) for w, _ in chunk), strict=True)
+        for (_, tags), word_spans, entities in zip(chunk, spans, find(list(texts)), strict=True):
             gold.append(tags)
             pred.append(tags_from_spans(word_spans, entities))
     return seqeval_scores(gold, pred)
 
 
 def accuracy(gold: list[int], pred: list[int]) -> float:
-    return round(float(np.mean([g == p for g, p in zip(gold, pred)])), 4)
+    return round(float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])), 4)
 
 
 def macro_recall(gold: list[int], pred: list[int], classes: int = 3) -> float:
-    recalls = [np.mean([p == c for g, p in zip(gold, pred) if g == c]) for c in range(classes) if c in gold]
+    recalls = [np.mean([p == c for g, p in zip(gold, pred, strict=True) if g == c])
+               for c in range(classes) if c in gold]
     return round(float(np.mean(recalls)), 4)
 
 

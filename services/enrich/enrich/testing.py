@@ -40,7 +40,7 @@ class EnrichProcess(ServiceProcess):
             "ENRICH_OUTPUT_TOPIC": self.output, "STACK_DATA_DIR": str(data_dir), "SERVICE_NAME": "enrich-test",
             "LOG_LEVEL": "WARNING", **env}, data_dir, ready_path="/healthz")
 
-    def start(self) -> "EnrichProcess":
+    def start(self) -> EnrichProcess:
         self.port = free_port()  # a fresh port at each start: a killed process's port may not be free again at once
         self.env["ENRICH_PORT"] = str(self.port)
         super().start()
@@ -68,8 +68,8 @@ class TopicReader:
         from confluent_kafka.schema_registry.avro import AvroDeserializer
 
         self.topic = topic
-        self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"reader-{uuid.uuid4()}",
-                                  "enable.auto.commit": False})
+        self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                                  "group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False})
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                               for p in range(partitions or settings.kafka_partitions)])
         self.deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))

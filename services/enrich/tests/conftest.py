@@ -1,6 +1,7 @@
 """Fixtures of the enrich tests: per-run topics and app ids, the service as a subprocess, Triton on free ports."""
 
 import pytest
+
 from enrich.testing import EnrichProcess, running_triton
 from platform_common.kafka import Publisher
 from platform_common.settings import CommonSettings

@@ -2,6 +2,7 @@
 PII masking. The encoder is the committed artifact, run by ONNX Runtime as the `local` backend runs it."""
 
 import pytest
+
 from enrich.language import UNDETERMINED, detect
 from enrich.models import PATTERN_LABELS, get_model, merge
 from enrich.models.sentiment import VaderSentiment
@@ -29,7 +30,8 @@ def test_entities_index_the_original_text_and_name_their_model(model):
     found = {(e["text"], e["label"], e["model"]) for e in result["entities"]}
     encoder, patterns = model.encoder.name, model.patterns.name
     assert {("Tim Cook", "PERSON", encoder), ("London", "LOCATION", encoder), ("Apple", "ORG", encoder),
-            ("€1.2 billion", "MONEY", patterns), ("12%", "PERCENT", patterns), ("3 May 2024", "DATE", patterns)} <= found
+            ("€1.2 billion", "MONEY", patterns), ("12%", "PERCENT", patterns),
+            ("3 May 2024", "DATE", patterns)} <= found
     for e in result["entities"]:
         assert text[e["start"]:e["end"]] == e["text"] and 0 < e["confidence"] <= 1
         assert e["label"] in {"PERSON", "ORG", "LOCATION", "MISC"} | PATTERN_LABELS

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from enrich.datasets import read_conll, read_sst2, read_tweeteval
-from enrich.evaluation import (encoder_ner, encoder_sentiment, rules_find, sentiment_scores, text_ner,
-                               vader_classify)
+from enrich.evaluation import encoder_ner, encoder_sentiment, rules_find, sentiment_scores, text_ner, vader_classify
 from enrich.models import get_model
 
 FLOORS = json.loads((Path(__file__).parent / "data" / "score_floors.json").read_text())

@@ -5,9 +5,10 @@ import uuid
 
 import httpx
 import pytest
-from enrich.testing import EnrichProcess, TopicReader, publish_raw, raw_event
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+
+from enrich.testing import EnrichProcess, TopicReader, publish_raw, raw_event
 from platform_common.kafka import dlq
 
 TEXT = "Tim Cook said Apple will ship the iPhone 15 Pro in Paris on March 3, 2025 for $999. Great news, up 12%!"
@@ -41,7 +42,8 @@ async def test_event_is_enriched_within_two_seconds(service, reader, publisher, 
     await publish_raw(publisher, common_settings, service.input, [warm])
     assert reader.poll_until({warm["event_id"]}, 60), "enrich never produced the warm-up event"
 
-    event = raw_event({"body": TEXT, "title": "Awful delay, the support was terrible and slow."}, stream_id="stream-e2e")
+    event = raw_event({"body": TEXT, "title": "Awful delay, the support was terrible and slow."},
+                      stream_id="stream-e2e")
     with tracer.start_as_current_span("webhook") as span:
         started = time.monotonic()
         await publish_raw(publisher, common_settings, service.input, [event])

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from enrich.client import CircuitBreaker, ModelClient, ModelUnavailable, TritonBackend
 from enrich.datasets import read_conll
 from enrich.evaluation import encoder_ner

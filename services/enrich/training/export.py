@@ -13,15 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # the service package, for the inference code the service runs
+from train import MultiTask  # noqa: E402
+
 from enrich.datasets import NER_LABELS, SENTIMENT_LABELS  # noqa: E402
 from enrich.evaluation import validation_scores  # noqa: E402
-from train import MultiTask  # noqa: E402
 
 NAME = "minilm-multitask"
 
@@ -58,7 +58,7 @@ def main() -> None:
     config = {"name": NAME, "version": args.version, "ner_labels": NER_LABELS, "sentiment_labels": SENTIMENT_LABELS,
               "max_tokens": args.max_tokens,
               "languages": {"ner": ["en", "de", "es", "nl"],
-                            "sentiment": sorted({xlmt[l] for l in train_info["args"]["xlmt_langs"].split(",")})}}
+                            "sentiment": sorted({xlmt[lang] for lang in train_info["args"]["xlmt_langs"].split(",")})}}
     scores = {}
     for kind, path in (("fp32", fp32), ("int8", int8)):
         folder = work / kind

@@ -85,6 +85,8 @@ def model_card(version, report, choice, train, digest, size) -> str:
     xlmt = "\n".join(f"| {k.split('_')[1]} | {v:.4f} |" for k, v in s.items() if k.startswith("xlmt_"))
     vals = "\n".join(f"| {h['step']} | {h['epoch']} | {h['ner_f1_en']:.4f} | {h['sst2_dev_acc']:.4f} | "
                      f"{h['xlmt_en_val_macro_recall']:.4f} | {h['selection']:.4f} |" for h in train["validation"])
+    trained_langs = a["xlmt_langs"].split(",")
+    other_langs = ", ".join(lang for lang in trained_langs if lang != "english")
     return f"""# minilm-multitask {version}
 
 One encoder, two heads: entities (IOB2 over sub-tokens: PER, ORG, LOC, MISC; the service names them PERSON, ORG,
@@ -95,7 +97,7 @@ logits). Served by enrich in-process (ONNX Runtime) or by Triton (`deploy/triton
   Apache-2.0. Training code: this repository (`services/enrich/training/`, `make train-models`).
 - **Data** (`../shared/datasets/nlp`, read in place): CoNLL-2003 en train (all), {a['ner_other']} sentences each of
   CoNLL de/es/nl train; {a['sst2']} SST-2 train sentences (binary loss on the negative/positive logits); XLM-T train
-  tweets: English all, {a['xlmt_other']} each of {', '.join(l for l in a['xlmt_langs'].split(',') if l != 'english')}
+  tweets: English all, {a['xlmt_other']} each of {other_langs}
   (3-class loss). Their licences: research use (CoNLL, SST), Twitter terms (XLM-T, TweetEval).
 - **Settings**: seed {a['seed']}, {a['epochs']} epochs ({train['steps']} steps of {a['batch']}), AdamW lr {a['lr']}
   (heads x3), linear warm-up 5% and decay, max {a['max_len']} tokens, {train['minutes']} min on 2 shared CPU cores
@@ -133,7 +135,7 @@ accuracy {base['sentiment_vader']['sst2_test_accuracy']:.4f}, TweetEval macro re
 
 ## Languages
 
-Entities: en, de, es, nl (CoNLL-trained). Sentiment: the XLM-T languages it was trained on ({', '.join(l for l in a['xlmt_langs'].split(','))}).
+Entities: en, de, es, nl (CoNLL-trained). Sentiment: the XLM-T languages it was trained on ({', '.join(trained_langs)}).
 A text in any other language is passed through as `unsupported_language`. The vocabulary is English (uncased
 WordPiece): the other languages' figures above say what that costs.
 """

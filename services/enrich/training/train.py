@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the service package: readers, inference code
-from enrich.datasets import NER_LABELS, read_conll, read_sst2, read_xlmt  # noqa: E402
+from enrich.datasets import NER_LABELS, read_conll, read_sst2, read_xlmt
 
-LABEL_ID = {l: i for i, l in enumerate(NER_LABELS)}
+LABEL_ID = {label: i for i, label in enumerate(NER_LABELS)}
 
 
 def log(msg: str) -> None:
@@ -81,7 +81,7 @@ def batches(features, size, rng):
     for f in features:
         by_kind.setdefault(f[0], []).append(f)
     out = []
-    for kind, items in by_kind.items():
+    for items in by_kind.values():
         rng.shuffle(items)
         for i in range(0, len(items), size * 50):
             chunk = sorted(items[i:i + size * 50], key=lambda f: len(f[1]))
@@ -152,9 +152,9 @@ def evaluate(model, tokenizer, val, max_len):
                 preds.extend(logits.argmax(-1).tolist())
         gold = [y for _, y in rows]
         if name.startswith("sst2"):
-            scores[f"{name}_acc"] = float(np.mean([p == g for p, g in zip(preds, gold)]))
+            scores[f"{name}_acc"] = float(np.mean([p == g for p, g in zip(preds, gold, strict=True)]))
         else:
-            recalls = [np.mean([p == c for p, g in zip(preds, gold) if g == c]) for c in range(3)]
+            recalls = [np.mean([p == c for p, g in zip(preds, gold, strict=True) if g == c]) for c in range(3)]
             scores[f"{name}_macro_recall"] = float(np.mean(recalls))
     model.train()
     return scores

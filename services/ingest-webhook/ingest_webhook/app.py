@@ -12,11 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
 from platform_common.ops import kafka_check, ops_router, redis_check, registry_check
 from platform_common.service import init_service
 from platform_common.tracing import current_span
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 
 from .intake import IngestError, Intake
 from .publish import EventPublisher

@@ -49,7 +49,7 @@ class AutoPipeline:
             for _, reply in batch:
                 reply.cancel()
             raise
-        for (_, reply), value in zip(batch, replies):
+        for (_, reply), value in zip(batch, replies, strict=True):
             if reply.done():  # its request went away (client disconnected)
                 continue
             if isinstance(value, Exception):

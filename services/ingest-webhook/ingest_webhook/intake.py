@@ -105,7 +105,7 @@ class Intake:
             # a slow-loris sender must not hold a connection and its buffer for ever
             async with asyncio.timeout(self.body_timeout):  # unlike wait_for, no extra task per request
                 body = await read_body(request, source.max_body_bytes)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise IngestError(408, "request_timeout", f"the body did not arrive within {self.body_timeout:g} s",
                               {"Connection": "close"}) from None
         now = time.time()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
 from platform_common.auth import validate_tenant
 
 from .mapping import Mapping as EventMapping

@@ -22,12 +22,12 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from platform_common.testing import drop_topics, free_port
 from standardwebhooks import Webhook
 
 from ingest_webhook.app import create_app
 from ingest_webhook.settings import IngestSettings
 from ingest_webhook.sources import load_sources
+from platform_common.testing import drop_topics, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -84,7 +84,7 @@ class Server:
                                                    loop="asyncio", access_log=False, lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -126,7 +126,7 @@ def standard_headers(secret: str, body: str, msg_id: str | None = None, timestam
     """Headers signed by the real `standardwebhooks` library."""
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     timestamp = timestamp if timestamp is not None else now_ts()
-    signature = Webhook(secret).sign(msg_id, dt.datetime.fromtimestamp(timestamp, dt.timezone.utc), body)
+    signature = Webhook(secret).sign(msg_id, dt.datetime.fromtimestamp(timestamp, dt.UTC), body)
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": signature,
             "content-type": "application/json"}
 

@@ -13,7 +13,6 @@ from confluent_kafka import Consumer, TopicPartition
 from svix.webhooks import Webhook as SvixWebhook
 
 
-
 def demo_body(**extra) -> str:
     return json.dumps({"stream": "line-7", "text": "The pump in Rotterdam failed again", "metrics":
                        {"temperature": 81.5, "pressure": 3}, **extra})
@@ -49,7 +48,7 @@ def test_svix_signed_payload_is_accepted(sign, client, secrets, ingest_settings,
     body = demo_body()
     msg_id, ts = f"msg_{uuid.uuid4().hex}", sign.now()
     import datetime as dt
-    signature = SvixWebhook(secrets["WEBHOOK_SECRET_DEMO"]).sign(msg_id, dt.datetime.fromtimestamp(ts, dt.timezone.utc),
+    signature = SvixWebhook(secrets["WEBHOOK_SECRET_DEMO"]).sign(msg_id, dt.datetime.fromtimestamp(ts, dt.UTC),
                                                                body)
     r = client.post("/webhooks/demo", content=body, headers={
         "webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature,

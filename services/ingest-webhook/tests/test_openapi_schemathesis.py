@@ -27,7 +27,7 @@ class SignStandardWebhooks(requests.auth.AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         body = r.body or b""
         body = body.encode() if isinstance(body, str) else body
-        msg_id, now = f"msg_{uuid.uuid4().hex}", dt.datetime.now(dt.timezone.utc)
+        msg_id, now = f"msg_{uuid.uuid4().hex}", dt.datetime.now(dt.UTC)
         r.headers.update({"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
                           "webhook-signature": self.webhook.sign(msg_id, now, body.decode(errors="replace"))})
         return r

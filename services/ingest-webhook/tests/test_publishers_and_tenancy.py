@@ -21,7 +21,6 @@ from ingest_webhook.settings import DEFAULT_SOURCES
 from ingest_webhook.signatures import verify_github
 from ingest_webhook.sources import SourceConfigError, load_sources
 
-
 # GitHub's own example: https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 # ("Testing the webhook payload validation")
 GITHUB_SECRET = "It's a Secret to Everybody"
@@ -158,7 +157,7 @@ def shipped_sources(secrets):
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_are_malformed_json(sign, client, secrets, number):
-    body = '{"stream": "s", "metrics": {"x": %s}}' % number
+    body = f'{{"stream": "s", "metrics": {{"x": {number}}}}}'
     r = client.post("/webhooks/demo", content=body, headers=sign.standard(secrets["WEBHOOK_SECRET_DEMO"], body))
     assert (r.status_code, r.json()["error"]) == (400, "malformed_body")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from platform_common.testing import ServiceProcess, drop_topics, free_port, metric_sum
 
 from ingest_webhook.settings import IngestSettings
+from platform_common.testing import ServiceProcess, drop_topics, free_port, metric_sum
 
 
 def test_two_workers_share_connections_and_report_one_sum(sign, secrets, tmp_path):

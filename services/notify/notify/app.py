@@ -7,6 +7,7 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
+
 from platform_common.auth import KeyStore, install_auth
 from platform_common.kafka import ANOMALIES, Publisher, ReliableConsumer, ensure_topics
 from platform_common.limits import BodyLimit

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import httpx
 from opentelemetry import propagate, trace
+
 from platform_common.kafka import ANOMALIES, Publisher, dead_letter, dlq
 from platform_common.tracing import tracer
 

@@ -15,10 +15,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from platform_common.auth import Principal, require
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException
+
+from platform_common.auth import Principal, require
 
 from .routing import Matcher
 from .store import Store

@@ -52,7 +52,8 @@ def alert_blocks(alert: dict, links: list[dict]) -> list[dict]:
             {"type": "mrkdwn", "text": cut(f"*{name}*\n{escape(str(value))}", FIELD_MAX)}
             for name, value in fields[:MAX_FIELDS]]},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(
-            f"{link_text} · detector {escape(alert['detector'])} {escape(alert['model_version'])}", SECTION_TEXT_MAX)}]},
+            f"{link_text} · detector {escape(alert['detector'])} {escape(alert['model_version'])}",
+            SECTION_TEXT_MAX)}]},
     ]
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+
 from platform_common.migrations import migrate
 
 from .routing import Match, Matcher

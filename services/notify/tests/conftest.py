@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+
 from notify.app import Notify
 from notify.dev_receivers import DevReceivers
 from notify.routing import RoutingConfig

@@ -5,9 +5,10 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
+
 from notify.delivery import DeliveryFailed, ReceiverClient, circuit_breakers, retry_after_seconds
 from notify.routing import Receiver
-from prometheus_client import REGISTRY
 
 
 @pytest.fixture

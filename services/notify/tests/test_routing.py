@@ -1,8 +1,9 @@
 """The routing tree and matchers (pure logic)."""
 
 import pytest
-from notify.routing import Matcher, RoutingConfig, alert_labels, parse_duration
 from pydantic import ValidationError
+
+from notify.routing import Matcher, RoutingConfig, alert_labels, parse_duration
 
 TREE = {
     "receivers": [{"name": n, "type": "slack", "webhook_url_env": "X"} for n in ("default", "db", "eu", "pager")],

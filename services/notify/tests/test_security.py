@@ -13,6 +13,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+
 from notify.routing import Matcher
 from platform_common.testing import free_port
 from support.authz import authz_cases, check, concrete

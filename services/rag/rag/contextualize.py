@@ -71,7 +71,8 @@ def risk_flags(event: dict, hits: list[Hit]) -> list[tuple[str, list[str]]]:
             support = [h.chunk_id for h in hits if _words(h.text) & set(terms)]
             if support:  # a flag only when a passage speaks of the same risk
                 flags.append((flag, support))
-    negative = [s for s in event.get("sentiment") or [] if s.get("label") == "negative" and s.get("intensity") == "high"]
+    negative = [s for s in event.get("sentiment") or []
+                if s.get("label") == "negative" and s.get("intensity") == "high"]
     if negative:
         flags.append(("strongly_negative_sentiment", [h.chunk_id for h in hits]))
     return flags

@@ -36,7 +36,8 @@ class Generator:
     async def generate(self, prompt: Prompt, **values: str) -> str:
         messages = prompt.render(**values)
         key = "rag:gen:" + hashlib.sha256(json.dumps(
-            [self.model, prompt.version, self.max_tokens, [(m.role, m.content) for m in messages]]).encode()).hexdigest()
+            [self.model, prompt.version, self.max_tokens, [(m.role, m.content) for m in messages]]
+        ).encode()).hexdigest()
         cached = await self._get(key)
         if cached is not None:
             CACHE.labels("hit").inc()

@@ -38,7 +38,8 @@ class RagService:
 
     def checks(self) -> dict:
         s = self.settings
-        return {"kafka": kafka_check(s.kafka_bootstrap_servers), "schema_registry": registry_check(s.schema_registry_url),
+        return {"kafka": kafka_check(s.kafka_bootstrap_servers),
+                "schema_registry": registry_check(s.schema_registry_url),
                 "postgres": postgres_check(s.database_url), "redis": redis_check(s.redis_url)}
 
     async def start(self, consume: bool = True) -> None:

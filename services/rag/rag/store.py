@@ -204,7 +204,7 @@ class Store:
                 t, schema_name=s, columns=[*CHUNK_COLUMNS.split(", "), "embedding"],
                 records=[(c["chunk_id"], document_id, c["ordinal"], c["text"], c["start"], c["end"],
                           doc["title"], doc["source_uri"], tenant, doc["sector"], doc["doc_type"],
-                          doc["content_hash"], ingested_at, e) for c, e in zip(chunks, embeddings)])
+                          doc["content_hash"], ingested_at, e) for c, e in zip(chunks, embeddings, strict=True)])
             await conn.execute(f"""
                 UPDATE {s}.indexes SET chunk_count = chunk_count + $2, doc_count = doc_count + $3,
                     updated_at = now() WHERE index_version = $1""",

@@ -11,13 +11,13 @@ import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
 
+from platform_common.auth import KeyStore, make_key
+from platform_common.testing import free_port
 from rag.chunking import ChunkingConfig
 from rag.embedder import Embedder
 from rag.ingest import Indexer
 from rag.settings import RagSettings
 from rag.store import Store
-from platform_common.auth import KeyStore, make_key
-from platform_common.testing import free_port
 
 DATA = Path(__file__).with_name("data")
 _EMBEDDER = Embedder()  # loading takes seconds: one per test session
@@ -85,7 +85,8 @@ class StubChat:
 
 @pytest.fixture
 async def stub_chat():
-    stub = StubChat("This is a payment service outage covered by the resilience rules. About 4321 customers lost money.")
+    stub = StubChat("This is a payment service outage covered by the resilience rules. "
+                    "About 4321 customers lost money.")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(stub.app, host="127.0.0.1", port=port, log_config=None))
     server.install_signal_handlers = lambda: None

@@ -9,7 +9,6 @@ import time
 import asyncpg
 import httpx
 import pytest
-from support.authz import Keys, authz_cases, check, concrete
 
 from platform_common.kafka import DOCUMENTS, ENRICHED, Publisher, dlq
 from platform_common.testing import decode_avro, read_messages
@@ -20,6 +19,7 @@ from rag.ratelimit import GenerationLimit
 from rag.retrieval import Retriever
 from rag.service import RagService
 from rag.store import MIGRATIONS, Filters, Store, index_version
+from support.authz import Keys, authz_cases, check, concrete
 
 ACME_FRAUD = ("Acme card fraud rules: a chargeback on a card flagged for phishing is frozen by the acme-vault team "
               "within 15 minutes and reported to Acme's fraud desk.")
@@ -237,7 +237,7 @@ async def test_a_first_release_index_is_upgraded_to_tenant_keys(rag_settings, em
         vectors = await embedder.embed(["Outage\n" + SHARED_OUTAGE, "Report\nThe period saw 49 events."])
         for (doc, title, text, doc_type), vector in zip(
                 [("outage", "Outage", SHARED_OUTAGE, "regulation"),
-                 ("report-1", "Report", "The period saw 49 events.", "report")], vectors):
+                 ("report-1", "Report", "The period saw 49 events.", "report")], vectors, strict=True):
             await conn.execute(f"INSERT INTO {s}.documents (document_id, source_uri, title, content, content_hash, "
                                "tenant, doc_type, updated_at) VALUES ($1, 'u', $2, $3, 'h', 'default', $4, now())",
                                doc, title, text, doc_type)

@@ -80,8 +80,8 @@ async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_
     finally:
         await publisher.stop()
 
-    out = {v["event_id"]: v for v in (decode_avro(settings, m) for m in
-                                      await asyncio.to_thread(read_messages, settings, s.rag_contextualized_topic, 2, 90))}
+    messages = await asyncio.to_thread(read_messages, settings, s.rag_contextualized_topic, 2, 90)
+    out = {v["event_id"]: v for v in (decode_avro(settings, m) for m in messages)}
     assert set(out) == {"on-topic", "off-topic"}
 
     on = out["on-topic"]

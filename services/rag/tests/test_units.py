@@ -15,7 +15,7 @@ def test_chunks_cover_the_text_with_overlap_and_offsets():
     assert all(len(c.text.split()) <= 40 for c in chunks)
     assert all(text[c.start:c.end].strip() == c.text for c in chunks)
     assert chunks[0].start == 0 and chunks[-1].text.endswith("topic 29.")
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         assert a.start < b.start < a.end  # consecutive chunks share their boundary sentences
 
 

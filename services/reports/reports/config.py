@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 from croniter import croniter
-from platform_common.auth import validate_tenant
 from pydantic import BaseModel, Field, field_validator
+
+from platform_common.auth import validate_tenant
 
 KPI_KINDS = ("event_count", "metric_mean", "metric_max", "anomaly_count", "negative_share", "events_by_source")
 _PERIOD = re.compile(r"^(\d+)([mhdw])$")

@@ -10,9 +10,10 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+from prometheus_client import Histogram
+
 from platform_common.kafka import Publisher
 from platform_common.llm import LLM
-from prometheus_client import Histogram
 
 from .charts import build_charts
 from .config import ReportDefinition

@@ -10,8 +10,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from platform_common.llm import LLM
 from prometheus_client import Counter
+
+from platform_common.llm import LLM
 
 from .grounding import Guard, split_sentences
 from .prompts import load_prompt

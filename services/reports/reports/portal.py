@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+
 from platform_common.auth import KeyStore, Principal, install_auth, require
 from platform_common.limits import BodyLimit
 from platform_common.ops import Check, ops_router
@@ -260,7 +262,8 @@ def create_app(config: Config, store: Store, generator: ReportGenerator | None, 
         return jsonable_encoder({"figure": ref, "label": label, "rows": rows})
 
     @pages.post("/api/definitions/{name}/run")
-    async def run(name: Annotated[str, PathParam(max_length=64)], period_end: datetime | None = None, who: Principal = Depends(require("write"))) -> dict:
+    async def run(name: Annotated[str, PathParam(max_length=64)], period_end: datetime | None = None,
+                  who: Principal = Depends(require("write"))) -> dict:
         """Generates (and delivers) a definition's report now, for the period ending at `period_end` (default: now)."""
         try:
             definition = config.definition(name)

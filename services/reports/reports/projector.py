@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiokafka import ConsumerRecord
+
 from platform_common.kafka import Publisher, ReliableConsumer
 
 from .settings import ReportsSettings

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from platform_common.prompts import Prompt, load_prompt as _load_prompt
+from platform_common.prompts import Prompt
+from platform_common.prompts import load_prompt as _load_prompt
 
 PROMPT_DIR = Path(__file__).with_name("prompts")
 

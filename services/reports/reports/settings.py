@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from platform_common.kafka import ANOMALIES, ENRICHED, RAW, REPORTS
 from platform_common.settings import CommonSettings
-from pydantic import SecretStr
 
 HERE = Path(__file__).resolve().parent
 

@@ -3,8 +3,8 @@ and the generated reports.
 
 Projections are upserts keyed on the tenant and the event's (or alert's) id, so replaying a topic rebuilds the same
 rows, an enriched event arriving before or after its raw copy ends in the same row, and no tenant's event can
-overwrite another tenant's row. Tables are made and upgraded by the numbered SQL migrations in `migrations/`. Every query that feeds a report has a
-version (QUERY_VERSIONS), recorded in the report's lineage.
+overwrite another tenant's row. Tables are made and upgraded by the numbered SQL migrations in `migrations/`. Every
+query that feeds a report has a version (QUERY_VERSIONS), recorded in the report's lineage.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+
 from platform_common.migrations import migrate
 
 QUERY_VERSIONS = {"kpis": "kpis@1", "series": "series@1", "anomalies": "anomalies@1", "rows": "rows@1"}

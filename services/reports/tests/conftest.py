@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
+
 from platform_common.kafka import Publisher, ensure_topics
 from platform_common.testing import free_port
 from reports.config import Config, ReportDefinition, User

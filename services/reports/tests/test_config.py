@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from reports.config import Config, ReportDefinition, User, load_config
-from reports.signin import Authenticator, hash_password
-from reports.settings import ReportsSettings
 
+from reports.config import Config, ReportDefinition, User, load_config
+from reports.settings import ReportsSettings
+from reports.signin import Authenticator, hash_password
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -1,12 +1,13 @@
 """Delivery to a real SMTP server (aiosmtpd) and to a Slack incoming-webhook endpoint."""
 
 import asyncio
-import re
 import email
+import re
 from email import policy
 
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
+
 from reports.delivery import deliver, slack_text
 from reports.narrative import without_links_or_mentions
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
+
 from reports.grounding import Guard, Source, numbers_in, parse_number, split_sentences
 
 PERIOD = (datetime(2026, 11, 19, 12, tzinfo=UTC), datetime(2026, 11, 20, 12, tzinfo=UTC))

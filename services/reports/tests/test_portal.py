@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import async_playwright
+
 from reports.portal import create_app
 
 CHROMIUM = "/usr/bin/chromium"

@@ -3,8 +3,9 @@
 import asyncio
 import time
 
-from platform_common.kafka import ANOMALIES, ENRICHED, RAW, Publisher, ensure_topics
 from prometheus_client import REGISTRY
+
+from platform_common.kafka import ANOMALIES, ENRICHED, RAW, Publisher, ensure_topics
 from reports.projector import projector
 from reports.store import Store
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
 from platform_common.testing import decode_avro, read_messages
 from reports.config import Recipients
 from reports.grounding import Guard, figure_sources, passage_sources

@@ -8,11 +8,11 @@ import time
 from urllib.parse import quote
 
 import httpx
-from support.authz import Keys, authz_cases, check, concrete
 
 from platform_common.auth import KeyStore, api_routes, make_key
 from reports.config import ReportDefinition
 from reports.portal import PUBLIC_PATHS, SESSION_COOKIE, create_app, session_policy
+from support.authz import Keys, authz_cases, check, concrete
 
 ORIGIN = {"Origin": "http://portal.test"}  # rsettings' portal URL: what a browser sends from the portal's own form
 
@@ -73,7 +73,7 @@ async def test_tenants_see_only_their_own_reports_anomalies_and_rows(generated, 
     theirs = {e["event_id"] for e in events}
     default_ids = [r["event_id"] for r in await store.pool.fetch(
         f"select event_id from {store.s}.events where tenant = 'default' limit 3")]
-    for event_id, event in zip(default_ids, events):
+    for event_id, event in zip(default_ids, events, strict=False):
         theirs.discard(event["event_id"])
         event["event_id"] = event_id
     for e in events:
@@ -133,7 +133,7 @@ async def test_sign_in_costs_the_same_for_unknown_users_and_stays_off_the_event_
             for name in (("alice", "nobody-of-that-name") if i % 2 else ("nobody-of-that-name", "alice")):
                 (known if name == "alice" else unknown).append(await timed(name))
         # the median of the pairs' ratios: a load spike from other processes skews one pair, not the estimate
-        ratio = statistics.median(a / b for a, b in zip(known, unknown))
+        ratio = statistics.median(a / b for a, b in zip(known, unknown, strict=True))
         k, u = statistics.median(known), statistics.median(unknown)
         print(f"\nsign-in median: known user {k * 1000:.1f} ms, unknown user {u * 1000:.1f} ms; "
               f"median ratio of 30 pairs {ratio:.3f}")

@@ -44,7 +44,7 @@ class TextModel:
 
     def finish(self, texts: list[str], prepared, token_logits, sentiment_logits) -> list[dict]:
         results = self.encoder.finish(texts, prepared, token_logits, sentiment_logits)
-        for text, result in zip(texts, results):
+        for text, result in zip(texts, results, strict=True):
             result["entities"] = merge(result["entities"], self.patterns.entities(text))
         return results
 

@@ -20,7 +20,8 @@ _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|
 _WEEKDAY = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _SCALE = r"(?:\s?(?:thousand|million|billion|trillion|bn|[kKmMbB])\b)?"
-_TIME = r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?(?:[aApP]\.?[mM]\.?))?(?:\s?(?:UTC|GMT|CET|EST|PST))?|\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)"
+_TIME = (r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?(?:[aApP]\.?[mM]\.?))?(?:\s?(?:UTC|GMT|CET|EST|PST))?"
+         r"|\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)")
 
 # (label, confidence, pattern): patterns are precise, so they outrank gazetteer hits of equal length
 PATTERNS: list[tuple[str, float, str]] = [
@@ -29,11 +30,13 @@ PATTERNS: list[tuple[str, float, str]] = [
     ("PERCENT", 0.97, rf"(?<![\w.])(?:{_NUM})\s?(?:%|percent\b|per cent\b|percentage points\b)"),
     ("DATE", 0.95, r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"),
     ("DATE", 0.85, r"\b\d{1,2}/\d{1,2}/(?:\d{4}|\d{2})\b"),
-    ("DATE", 0.9, rf"\b(?:{_WEEKDAY},?\s+)?{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?(?:,?\s+(?:at\s+)?(?:{_TIME}))?\b"),
+    ("DATE", 0.9, rf"\b(?:{_WEEKDAY},?\s+)?{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
+                  rf"(?:,?\s+(?:at\s+)?(?:{_TIME}))?\b"),
     ("DATE", 0.9, rf"\b(?:{_WEEKDAY},?\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}(?:\s+\d{{4}})?\b"),
     ("DATE", 0.85, rf"\b{_MONTH}\s+\d{{4}}\b"),
     ("DATE", 0.85, r"\bQ[1-4]\s+\d{4}\b|\b(?:early|mid|late)-?\d{4}\b|\bH[12]\s+\d{4}\b"),
-    ("DATE", 0.8, rf"\b(?:(?:last|next|this)\s+(?:week|month|year|quarter|{_WEEKDAY})|yesterday|today|tomorrow|tonight)\b"),
+    ("DATE", 0.8, rf"\b(?:(?:last|next|this)\s+(?:week|month|year|quarter|{_WEEKDAY})"
+                  r"|yesterday|today|tomorrow|tonight)\b"),
     ("DATE", 0.8, rf"\b{_WEEKDAY}(?:\s+(?:morning|afternoon|evening|night))?\b"),
     ("DATE", 0.85, rf"\b(?:{_TIME})(?=\W|$)"),
     ("DATE", 0.75, r"\b(?:in|since|until|by|from|during)\s+(?P<year>(?:19|20)\d{2})\b"),

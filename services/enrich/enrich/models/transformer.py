@@ -111,7 +111,7 @@ class MultitaskModel:
         encodings = self.tokenizer.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
         prepared = self._windows([(e.ids, e.offsets) for e in encodings])
         words = []
-        for t, e in enumerate(encodings):
+        for e in encodings:
             ids = list(e.word_ids)
             step = self.max_tokens - 2
             words.extend(ids[i:i + step] for i in range(0, max(len(ids), 1), step))
