@@ -9,6 +9,7 @@ import asyncio
 import json
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 from schema_registry.client import AsyncSchemaRegistryClient, SchemaRegistryClient, schema
 from schema_registry.client.errors import ClientError
@@ -67,7 +68,8 @@ class AvroSerde:
         return await self._serializer.encode_record_with_schema_id(schema_id, record)
 
     async def decode(self, data: bytes) -> dict:
-        return await self._serializer.decode_message(data)
+        # None comes back only for a None message; bytes decode to a record or raise
+        return cast(dict, await self._serializer.decode_message(data))
 
 
 def faust_codec(topic: str, registry_url: str):

@@ -197,7 +197,7 @@ class EmbeddedLLM(InProcessLLM):
                     model.eval()
                     self._loaded = (tokenizer, model, torch)
                     return self._loaded
-                model.hf_quantizer = None
+                model.hf_quantizer = None  # type: ignore[assignment]  # an attribute transformers does not declare
                 if hasattr(model.config, "quantization_config"):
                     del model.config.quantization_config
                 model.save_pretrained(tmp)

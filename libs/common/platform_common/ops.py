@@ -64,7 +64,9 @@ async def serve(app: FastAPI, port: int, host: str = "0.0.0.0") -> None:
     wires the app before, so no lifespan events: a cancelled lifespan would only log a traceback at shutdown."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                            lifespan="off"))
-    server.install_signal_handlers = lambda: None  # the service owns signals, not the ops endpoint
+    # the service owns signals, not the ops endpoint. NOTE: uvicorn < 0.29 hook; a no-op since 0.29, whose serve()
+    # installs its own handlers through capture_signals()
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone from uvicorn, see above
     await server.serve()
 
 

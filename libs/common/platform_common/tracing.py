@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 from opentelemetry import context, propagate, trace
+from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -108,12 +109,12 @@ def spans_file(settings: CommonSettings) -> Path:
     return settings.data_dir / "spans" / f"{settings.service_name}.jsonl"
 
 
-class _HeaderSetter:
-    def set(self, carrier: list, key: str, value: str) -> None:
+class _HeaderSetter(Setter[list[tuple[str, bytes]]]):
+    def set(self, carrier: list[tuple[str, bytes]], key: str, value: str) -> None:
         carrier.append((key, value.encode()))
 
 
-class _HeaderGetter:
+class _HeaderGetter(Getter[Headers]):
     def get(self, carrier: Headers, key: str) -> list[str] | None:
         found = [v.decode() for k, v in carrier or () if k == key and v is not None]
         return found or None
@@ -175,7 +176,7 @@ def publish_span(topic: str, key: str | None = None) -> Iterator[trace.Span]:
 def process_span(topic: str, group: str, headers: Headers | None, partition: int | None = None,
                  offset: int | None = None) -> Iterator[trace.Span]:
     """A CONSUMER span (`process <topic>`) that continues the trace found in the record's headers."""
-    attributes = {
+    attributes: dict[str, str | int] = {
         "messaging.system": "kafka",
         "messaging.operation.type": "process",
         "messaging.destination.name": topic,

@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import nab
 from .detector import DetectorConfig, MetricDetector, model_version
@@ -76,6 +77,7 @@ def run_series(points: list[tuple[int, float]], config: DetectorConfig, trainer:
     for start in range(0, len(points), BATCH):
         scored += detector.feed_many(points[start:start + BATCH], contexts[start:start + BATCH])
         while (request := detector.take_request()) is not None:
+            assert trainer is not None  # a detector that does not train requests no model
             began = time.perf_counter()
             model = trainer(request.values, config, model_version(key, metric, request.span[1]))
             train_seconds += time.perf_counter() - began
@@ -152,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         split = json.loads(split_path.read_text()) if split_path else None
         if args.part != "all" and split is None:
             raise ValueError("--part needs a split (--split, or labels of exactly the files of nab_split.json)")
-        only = set(split[args.part]) if args.part != "all" else None
+        only = set(split[args.part]) if split is not None and args.part != "all" else None
         began = time.perf_counter()
         results = run(args.source, args.out, config, args.fallback_only, args.workers, only)
-        summary = {"files": len(results), "points": sum(r.points for r in results),
-                   "alerts": sum(r.alerts for r in results), "trainings": sum(r.trainings for r in results),
-                   "train_seconds": round(sum(r.train_seconds for r in results), 2),
-                   "seconds": round(time.perf_counter() - began, 1)}
+        summary: dict[str, Any] = {
+            "files": len(results), "points": sum(r.points for r in results),
+            "alerts": sum(r.alerts for r in results), "trainings": sum(r.trainings for r in results),
+            "train_seconds": round(sum(r.train_seconds for r in results), 2),
+            "seconds": round(time.perf_counter() - began, 1)}
         if labels is not None:
             done = {r.name for r in results}
             summary["nab"] = scores(args.out, {n: w for n, w in labels.items() if n in done})

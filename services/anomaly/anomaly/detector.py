@@ -344,12 +344,12 @@ class MetricDetector:
             st.likelihood_squares -= old * old
         return score
 
-    def _check_drift(self, error: float) -> None:
+    def _check_drift(self, error: float, model: Model) -> None:
         cfg, st = self.config, self.state
         self.recent_errors.append(error)
         # checked every quarter window (a median per point would cost as much as the model)
         if (len(self.recent_errors) == cfg.drift_window and st.since_training % max(cfg.drift_window // 4, 1) == 0
-                and float(np.median(self.recent_errors)) > cfg.drift_ratio * max(self.model.error_median, 1e-9)):
+                and float(np.median(self.recent_errors)) > cfg.drift_ratio * max(model.error_median, 1e-9)):
             self._request("drift")
 
     def _request(self, reason: str) -> None:
@@ -407,7 +407,7 @@ class MetricDetector:
             self._request("warmup")
         elif self.model is not None:
             if error is not None:
-                self._check_drift(error)
+                self._check_drift(error, self.model)
             if st.since_training >= cfg.retrain_every or (
                     cfg.retrain_doubling and st.since_training >= st.seen - st.since_training
                     and st.seen - st.since_training < cfg.history):

@@ -58,7 +58,8 @@ def score_file(timestamps: list, detections: list[bool], windows: list[tuple], p
     best: dict[int, float] = {w: -profile.fn for w, (_, right) in enumerate(bounds) if right >= probation}
     fp_total = 0.0
     w = 0  # next window not yet passed
-    prev_right = prev_width = None
+    prev_right: int | None = None  # the last window passed, and its width
+    prev_width = 0
     for i, detected in enumerate(detections):
         while w < len(bounds) and i > bounds[w][1]:
             prev_right, prev_width = bounds[w][1], bounds[w][1] - bounds[w][0] + 1

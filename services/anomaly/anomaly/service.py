@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -102,7 +103,7 @@ def _record(ctx: dict) -> SimpleNamespace:
 
 
 def _traceparent(ctx: dict) -> str | None:
-    return next((_unb64(v).decode() for k, v in ctx["headers"] if k == "traceparent"), None)
+    return next((base64.b64decode(v).decode() for k, v in ctx["headers"] if k == "traceparent"), None)
 
 
 def stream_key(value: dict) -> StreamKey:
@@ -151,6 +152,18 @@ class AnomalyService:
             if self.store:
                 await self.store.close()
 
+    @property
+    def _store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("the service is not started")
+        return self.store
+
+    @property
+    def _publisher(self) -> Publisher:
+        if self.publisher is None:
+            raise RuntimeError("the service is not started")
+        return self.publisher
+
     async def _attempts(self, call: Callable[[], Awaitable[T]], step: str) -> T:
         """`call()` with the platform's bounded retries (PostgreSQL down is waited out inside, not counted)."""
         def retried(_state) -> None:
@@ -164,7 +177,7 @@ class AnomalyService:
         raise AssertionError("unreachable")
 
     async def _dead_letter(self, record, error: BaseException) -> None:
-        await dead_letter(self.publisher, record, error, self.settings.anomaly_app_id)
+        await dead_letter(self._publisher, record, error, self.settings.anomaly_app_id)
 
     # --- state ---------------------------------------------------------------------------------------------
 
@@ -172,12 +185,12 @@ class AnomalyService:
         if key in self.streams:
             return self.streams[key]
         stream = Stream()
-        row = await self.store.load_stream(key)
+        row = await self._store.load_stream(key)
         if row is not None:
             stream.partition, stream.last_offset = row.partition, row.last_offset
             for metric, snapshot in row.detectors.items():
                 version = snapshot["model_version"]
-                model = await self.store.load_model(version) if version else None
+                model = await self._store.load_model(version) if version else None
                 stream.detectors[metric] = MetricDetector.restore(snapshot, self.config, model)
         self.streams[key] = stream
         STREAMS.set(len(self.streams))
@@ -190,7 +203,7 @@ class AnomalyService:
         if streams:
             rows = {key: StreamRow(st.partition, st.last_offset, {m: d.snapshot() for m, d in st.detectors.items()})
                     for key, st in streams.items()}
-            await until_available(lambda: self.store.save_streams(rows), "PostgreSQL")
+            await until_available(lambda: self._store.save_streams(rows), "PostgreSQL")
         HELD.set(sum(len(d.pending) for st in self.streams.values() for d in st.detectors.values()))
 
     # --- batches -------------------------------------------------------------------------------------------
@@ -202,12 +215,12 @@ class AnomalyService:
             for event in events:
                 msg = event.message
                 try:
-                    value = await self.publisher.serde.decode(msg.value)
+                    value = await self._publisher.serde.decode(msg.value)
                 except Exception as e:  # undecodable: no retry can help
                     await self._dead_letter(msg, e)
                     continue
                 try:
-                    key = await self._attempts(lambda msg=msg, value=value: self._accept(msg, value), "load")
+                    key = await self._attempts(partial(self._accept, msg, value), "load")
                 except Exception as e:
                     await self._dead_letter(msg, e)
                     continue
@@ -283,11 +296,10 @@ class AnomalyService:
         return scored
 
     async def _publish_all(self, key: StreamKey, scored: list[tuple[str, Scored]]) -> None:
-        found = [(s.context["offset"], metric, s) for metric, s in scored if s.decision is not None]
-        for _, metric, s in sorted(found, key=lambda f: (f[0], f[1])):
+        found = [(s.context["offset"], metric, s, s.decision) for metric, s in scored if s.decision is not None]
+        for _, metric, s, decision in sorted(found, key=lambda f: (f[0], f[1])):
             try:
-                await self._attempts(lambda s=s, metric=metric: self._publish(key, s.context, metric, s.decision),
-                                     "publish")
+                await self._attempts(partial(self._publish, key, s.context, metric, decision), "publish")
             except Exception as e:
                 await self._dead_letter(_record(s.context), e)
 
@@ -309,7 +321,7 @@ class AnomalyService:
         # the alert continues the trace of the event that raised it
         headers = [("traceparent", traceparent.encode())] if traceparent else []
         with process_span(ctx["topic"], s.anomaly_app_id, headers, ctx["partition"], ctx["offset"]):
-            await self.publisher.publish(s.anomaly_alert_topic, stream_id, alert, schema_of="anomalies.v1")
+            await self._publisher.publish(s.anomaly_alert_topic, stream_id, alert, schema_of="anomalies.v1")
         ALERTS.labels(d.action, d.severity, d.detector).inc()
         log.info("%s %s %s severity=%s detector=%s", d.action, dedup_key, metric, d.severity, d.detector)
 
@@ -339,7 +351,7 @@ class AnomalyService:
             model = TrainedModel.from_bytes(result["blob"], result["version"], result["center"], result["scale"],
                                             result["error_median"], result["error_mad"], result["metadata"])
             model.calibration = result["calibration"]
-            await until_available(lambda: self.store.save_model(key, metric, model, request.span, request.reason),
+            await until_available(partial(self._store.save_model, key, metric, model, request.span, request.reason),
                                   "PostgreSQL")
             TRAININGS.labels(request.reason, "ok").inc()
             TRAIN_SECONDS.observe(model.metadata["train_seconds"])
@@ -354,7 +366,7 @@ class AnomalyService:
             self.training.pop((key, metric), None)
             stream = self.streams.get(key)
             det = stream.detectors.get(metric) if stream is not None else None
-            if det is None or det.request is None or det.request.span != request.span:
+            if stream is None or det is None or det.request is None or det.request.span != request.span:
                 return  # the stream was reloaded since, with a request of its own
             if det.blocked:
                 LATE.inc()
@@ -393,7 +405,8 @@ def create_app(settings: AnomalySettings) -> tuple[faust.App, AnomalyService]:
                   "postgres": postgres_check(s.database_url)}
         await serve(ops_app("anomaly", checks), s.anomaly_port)
 
-    @app.on_before_shutdown.connect
+    # mode types its signal handlers so that no function matches them, not even def f(*args, **kwargs)
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def shutdown(_app, **_kwargs) -> None:
         await service.stop()
 

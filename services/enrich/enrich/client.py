@@ -270,9 +270,12 @@ class ModelClient:
 def model_client(task: str, backend: str, settings) -> ModelClient:
     impl = (LocalBackend(task, settings.enrich_local_workers, settings.enrich_ort_threads) if backend == "local"
             else TritonBackend(task, settings.enrich_triton_url, settings.enrich_triton_model))
-    breaker = CircuitBreaker(settings.enrich_breaker_failures, settings.enrich_breaker_reset_s,
-                             on_open=lambda: (BREAKER_OPEN.labels(task, backend).inc(),
-                                              log.warning("circuit opened for %s via %s", task, backend)))
+
+    def opened() -> None:
+        BREAKER_OPEN.labels(task, backend).inc()
+        log.warning("circuit opened for %s via %s", task, backend)
+
+    breaker = CircuitBreaker(settings.enrich_breaker_failures, settings.enrich_breaker_reset_s, on_open=opened)
     return ModelClient(task, impl, max_batch=settings.enrich_model_batch,
                        max_wait_s=settings.enrich_model_wait_ms / 1000, inflight=settings.enrich_model_inflight,
                        timeout_s=settings.enrich_model_timeout_s, breaker=breaker)

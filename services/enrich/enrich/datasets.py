@@ -23,7 +23,9 @@ def datasets_dir() -> Path:
 def read_conll(lang: str, split: str, root: Path | None = None) -> list[tuple[list[str], list[str]]]:
     """Sentences as (tokens, IOB2 tags); -DOCSTART- lines are document separators, not sentences."""
     path = (root or datasets_dir()) / "ner" / f"conll_{lang}_{split}.conllu"
-    sentences, tokens, tags = [], [], []
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         parts = line.split("\t")
         if len(parts) < 3:

@@ -115,7 +115,7 @@ def encoder_sentiment(model, run: Callable | None = None, batch: int = 128) -> C
     run = run or model.run
 
     def classify(texts: list[str]) -> list[dict]:
-        out = []
+        out: list[dict] = []
         for i in range(0, len(texts), batch):
             prepared = model.prepare(texts[i:i + batch])
             _, sentiment_logits = run(prepared)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # IBAN first (it contains long digit runs), then card-like and account-like digit runs, then phone numbers
@@ -22,8 +23,10 @@ def _phone(m: re.Match[str]) -> str:
         return found
     return "[PHONE]"
 
-_RULES = [(_EMAIL, "[EMAIL]"), (_IBAN, "[ACCOUNT]"), (_CARD, "[CARD]"), (_ACCOUNT, "[ACCOUNT]"),
-          (_LONG_DIGITS, "[ACCOUNT]"), (_PHONE, _phone)]
+# each pattern with its replacement: a token, or a function of the match
+_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (_EMAIL, "[EMAIL]"), (_IBAN, "[ACCOUNT]"), (_CARD, "[CARD]"), (_ACCOUNT, "[ACCOUNT]"),
+    (_LONG_DIGITS, "[ACCOUNT]"), (_PHONE, _phone)]
 
 
 def mask(text: str) -> str:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 from platform_common.kafka import RAW, Publisher, ensure_topics
 from platform_common.settings import CommonSettings
@@ -84,9 +85,10 @@ class TopicReader:
             msg = self.consumer.poll(0.05)
             if msg is None or msg.error():
                 continue
-            value = self.deserializer(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+            value = self.deserializer(msg.value(), SerializationContext(self.topic, MessageField.VALUE))
             self.count += 1
-            self.seen[value["event_id"]] = (value, msg.headers() or [])
+            # a consumed message's headers are a list of (key, value) pairs, or None
+            self.seen[value["event_id"]] = (value, cast(list, msg.headers() or []))
         return {i: self.seen[i] for i in event_ids if i in self.seen}
 
     def close(self) -> None:

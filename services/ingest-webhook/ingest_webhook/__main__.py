@@ -3,8 +3,10 @@ in INGEST_WORKERS processes."""
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -30,8 +32,8 @@ def main() -> None:
         print(f"ingest-webhook: {e}", file=sys.stderr)
         sys.exit(2)
     app = "ingest_webhook.app:create_app"
-    options = dict(factory=True, host=host, port=settings.ingest_port, loop="uvloop", http="httptools",
-                   log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    options: dict[str, Any] = dict(factory=True, host=host, port=settings.ingest_port, loop="uvloop",
+                                   http="httptools", log_config=None, access_log=False, timeout_graceful_shutdown=5)
     if settings.ingest_workers == 1:
         uvicorn.run(app, **options)
         return
@@ -46,7 +48,9 @@ def main() -> None:
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = given or tempfile.mkdtemp(prefix="ingest-webhook-metrics-")
     try:
-        Multiprocess(uvicorn.Config(app, workers=settings.ingest_workers, **options), sockets=[listener]).run()
+        # unpickled in each worker as that worker's own socket (listener.py)
+        sockets = [cast(socket.socket, listener)]
+        Multiprocess(uvicorn.Config(app, workers=settings.ingest_workers, **options), sockets=sockets).run()
     finally:
         if not given:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as redis
 from fastapi import FastAPI, Path, Request
@@ -44,7 +45,7 @@ def _error(description: str) -> dict:
     return {"model": Error, "description": description}
 
 
-RESPONSES = {
+RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": Accepted, "description": "A replay of a delivery already published: the first event's "
                                             "coordinates; nothing is published"},
     400: _error("Malformed body (not JSON) or request"),

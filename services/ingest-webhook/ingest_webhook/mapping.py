@@ -99,6 +99,8 @@ class TenantBinding:
     field: str | None = None
     allowed: dict[str, str] = dataclasses.field(default_factory=dict)
     absent: str | None = None
+    # `field` compiled by __post_init__ (not an argument, not compared, not shown)
+    _expression: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.field is not None:

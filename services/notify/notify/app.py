@@ -71,7 +71,8 @@ class Notify:
         self.server = uvicorn.Server(uvicorn.Config(
             self.app, host=self.settings.notify_host, port=self.settings.notify_port if port is None else port,
             log_config=None, access_log=False, lifespan="off"))
-        self.server.install_signal_handlers = lambda: None
+        # NOTE: uvicorn < 0.29 hook; a no-op since 0.29, whose serve() installs its own handlers (capture_signals())
+        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone from uvicorn
         await self.server.serve()
 
     async def stop(self) -> None:

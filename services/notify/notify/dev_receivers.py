@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -189,7 +190,7 @@ class DevReceivers:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the port bound (0 asks for a free one)
         return self.port
 
     async def stop(self) -> None:
@@ -225,7 +226,7 @@ class DevReceivers:
         self.calls.setdefault(target, []).append(Call(time.monotonic(), 200, body))
         return web.Response(text="ok")
 
-    async def _parse(self, request: web.Request, check) -> tuple[object, list[str]]:
+    async def _parse(self, request: web.Request, check) -> tuple[Any, list[str]]:
         if request.content_type != "application/json":
             return None, ["invalid_payload: Content-Type must be application/json"]
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from types import SimpleNamespace
 from urllib.parse import urlencode
 
@@ -68,7 +69,7 @@ class Dispatcher:
                     if key not in self.inflight:
                         task = asyncio.create_task(self.deliver_group(*key))
                         self.inflight[key] = task
-                        task.add_done_callback(lambda _, key=key: self._done(key))
+                        task.add_done_callback(partial(self._done, key))
                 QUEUE_DEPTH.set(await self.store.queue_depth())
             except Exception as e:  # PostgreSQL away: the deliveries wait in it
                 log.warning("dispatch failed, retrying: %s", e)
@@ -79,7 +80,7 @@ class Dispatcher:
                 pass
             self.wake.clear()
 
-    def _done(self, key: tuple[str, str]) -> None:
+    def _done(self, key: tuple[str, str], _task: asyncio.Task) -> None:
         task = self.inflight.pop(key)
         if not task.cancelled() and task.exception():
             log.warning("delivery to %s failed before it finished, will retry: %s", key[0], task.exception())

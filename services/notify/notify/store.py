@@ -12,8 +12,10 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -56,6 +58,13 @@ class Store:
         async with self.pool.acquire() as conn:
             await migrate(conn, self.s, MIGRATIONS)
 
+    @property
+    def _db(self) -> asyncpg.Pool:
+        """The pool, once start() has made it."""
+        if self.pool is None:
+            raise RuntimeError("the store is not started")
+        return self.pool
+
     async def stop(self) -> None:
         if self._lock_conn:
             await self._lock_conn.close()
@@ -72,19 +81,20 @@ class Store:
 
     # --- intake ---------------------------------------------------------------------------------------------
 
-    async def add_deliveries(self, alert: dict, topic: str, matches: list[tuple[Match, str, str, str | None]]
-                             ) -> list[dict]:
+    async def add_deliveries(self, alert: dict, topic: str,
+                             matches: Sequence[tuple[Match, str, str, uuid.UUID | None]]) -> list[dict]:
         """Stores one delivery per (match, channel, group_key, silence_id) and records the silenced and
         deduplicated outcomes; returns those attempt rows (to publish). A record that Kafka delivers again
         (same alert_id) adds nothing."""
-        planned = [{"receiver": m.receiver, "channel": channel, "group_key": group_key, "group_wait": m.group_wait,
-                    "group_interval": m.group_interval, "silence_id": str(silence) if silence else None}
-                   for m, channel, group_key, silence in matches]
+        planned: list[dict[str, Any]] = [
+            {"receiver": m.receiver, "channel": channel, "group_key": group_key, "group_wait": m.group_wait,
+             "group_interval": m.group_interval, "silence_id": str(silence) if silence else None}
+            for m, channel, group_key, silence in matches]
         recorded = []
         silenced = any(p["silence_id"] for p in planned)
         # A silenced delivery and its outcome are stored together; without a silence the insert is one statement
         # (intake speed is round trips), and a deduplicated outcome lost to a crash is found again on redelivery.
-        async with self.pool.acquire() as conn, conn.transaction() if silenced else contextlib.nullcontext():
+        async with self._db.acquire() as conn, conn.transaction() if silenced else contextlib.nullcontext():
             inserted = await conn.fetch(
                 f"""insert into {self.s}.deliveries (alert_id, tenant, dedup_key, action, receiver, channel,
                       stream_id, group_key, group_wait, group_interval, source_topic, alert, status, silence_id,
@@ -117,7 +127,7 @@ class Store:
 
     async def due_groups(self) -> list[tuple[str, str]]:
         """(receiver, group_key) of pending deliveries whose group wait and group interval have passed."""
-        rows = await self.pool.fetch(f"""
+        rows = await self._db.fetch(f"""
             select d.receiver, d.group_key from {self.s}.deliveries d
               left join {self.s}.groups g using (receiver, group_key)
              where d.status = 'pending'
@@ -128,19 +138,19 @@ class Store:
         return [(r["receiver"], r["group_key"]) for r in rows]
 
     async def pending(self, receiver: str, group_key: str) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        return await self._db.fetch(
             f"select id, alert, channel, source_topic from {self.s}.deliveries where status = 'pending' "
             f"and receiver = $1 and group_key = $2 order by id", receiver, group_key)
 
     async def queue_depth(self) -> int:
-        return await self.pool.fetchval(f"select count(*) from {self.s}.deliveries where status = 'pending'")
+        return await self._db.fetchval(f"select count(*) from {self.s}.deliveries where status = 'pending'")
 
     async def record_attempt(self, rows: list[asyncpg.Record], receiver: str, outcome: str, attempt: int,
                              status_code: int | None, error: str | None, group_key: str | None = None
                              ) -> list[dict]:
         """Records an attempt's outcome for each delivery in `rows`; `delivered` and `dead_lettered` also
         finish the deliveries (and mark the group as notified), in the same transaction."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._db.acquire() as conn, conn.transaction():
             recorded = [await self._attempt(conn, r["id"], r["alert"], receiver, r["channel"], outcome, attempt,
                                             status_code, error) for r in rows]
             ids = [r["id"] for r in rows]
@@ -172,20 +182,20 @@ class Store:
         return dict(row)
 
     async def unpublished(self, older_than: float, limit: int = 500) -> list[dict]:
-        rows = await self.pool.fetch(
+        rows = await self._db.fetch(
             f"select {', '.join(ATTEMPT_COLUMNS)} from {self.s}.attempts where not published "
             f"and at < clock_timestamp() - make_interval(secs => $1) order by at limit $2", older_than, limit)
         return [dict(r) for r in rows]
 
     async def mark_published(self, ids: list[uuid.UUID]) -> None:
-        await self.pool.execute(f"update {self.s}.attempts set published = true where notification_id = any($1)", ids)
+        await self._db.execute(f"update {self.s}.attempts set published = true where notification_id = any($1)", ids)
 
     # --- silences -------------------------------------------------------------------------------------------
 
     async def add_silence(self, tenant: str, matchers: list[Matcher], starts_at: datetime, ends_at: datetime,
                           created_by: str, comment: str) -> uuid.UUID:
         silence_id = uuid.uuid4()
-        await self.pool.execute(
+        await self._db.execute(
             f"insert into {self.s}.silences (id, tenant, matchers, starts_at, ends_at, created_by, comment) "
             f"values ($1, $2, $3, $4, $5, $6, $7)", silence_id, tenant,
             [m.model_dump(by_alias=True) for m in matchers], starts_at, ends_at, created_by, comment)
@@ -196,7 +206,7 @@ class Store:
         """The first silence of the alert's tenant active now whose matchers all match `labels`. Silences are read
         at most once a second (this process's API changes apply at once; another process's within that second)."""
         if self._silences is None or time.monotonic() - self._silences_read > SILENCE_CACHE_SECONDS:
-            rows = await self.pool.fetch(f"select id, tenant, matchers, starts_at, ends_at from {self.s}.silences "
+            rows = await self._db.fetch(f"select id, tenant, matchers, starts_at, ends_at from {self.s}.silences "
                                          f"where ends_at > clock_timestamp() and tenant is not null")
             self._silences = [(r["id"], r["tenant"], [Matcher(**m) for m in r["matchers"]], r["starts_at"],
                                r["ends_at"]) for r in rows]
@@ -208,17 +218,17 @@ class Store:
                     None)
 
     async def silences(self, tenant: str) -> list[asyncpg.Record]:
-        return await self.pool.fetch(f"select *, clock_timestamp() as now from {self.s}.silences where tenant = $1 "
+        return await self._db.fetch(f"select *, clock_timestamp() as now from {self.s}.silences where tenant = $1 "
                                      f"order by starts_at", tenant)
 
     async def silence(self, silence_id: uuid.UUID, tenant: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(f"select *, clock_timestamp() as now from {self.s}.silences "
+        return await self._db.fetchrow(f"select *, clock_timestamp() as now from {self.s}.silences "
                                         f"where id = $1 and tenant = $2", silence_id, tenant)
 
     async def expire_silence(self, silence_id: uuid.UUID, tenant: str) -> bool:
         """Ends the tenant's silence now (a pending one ends before it starts); False if unknown, another
         tenant's or already expired."""
-        status = await self.pool.execute(
+        status = await self._db.execute(
             f"update {self.s}.silences set ends_at = clock_timestamp(), "
             f"starts_at = least(starts_at, clock_timestamp()), updated_at = clock_timestamp() "
             f"where id = $1 and tenant = $2 and ends_at > clock_timestamp()", silence_id, tenant)

@@ -60,7 +60,7 @@ class Generator:
             CACHE.labels("error").inc()
             log.warning("generation cache unavailable: %s", e)
             return None
-        return value.decode() if value is not None else None
+        return value.decode() if isinstance(value, bytes) else value
 
     async def _set(self, key: str, text: str) -> None:
         if self.cache is not None:

@@ -37,7 +37,9 @@ class GenerationLimit:
             key = f"{self.prefix}:{key_id}:{window}"
             try:
                 async with self.client.pipeline(transaction=True) as pipe:
-                    count, _ = await pipe.incr(key).expire(key, 120).execute()
+                    pipe.incr(key)  # queued on the pipeline, sent by execute() (MULTI/EXEC)
+                    pipe.expire(key, 120)
+                    count, _ = await pipe.execute()
                 return int(count)
             except (redis.RedisError, OSError) as e:
                 log.warning("generation rate limit: Redis unavailable, counting in process: %s", type(e).__name__)

@@ -5,7 +5,9 @@ relevance threshold decides what counts as grounding."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import Histogram
 
@@ -66,7 +68,7 @@ class Retriever:
             ranked.append(keyword)
         # keyed by tenant and chunk id: the caller's chunk and a shared one may carry the same id
         fused: dict[tuple[str, str], float] = {}
-        rows: dict[tuple[str, str], object] = {}
+        rows: dict[tuple[str, str], Mapping[str, Any]] = {}
         for rows_of_one_side in ranked:
             for rank, row in enumerate(rows_of_one_side):
                 key = (row["tenant"], row["chunk_id"])
@@ -74,7 +76,7 @@ class Retriever:
                 rows[key] = row
         if mode == "dense":  # relaxed-order HNSW scans may return near-ties out of order
             fused = {cid: rows[cid]["similarity"] for cid in fused}
-        best = sorted(fused, key=fused.get, reverse=True)[:k]
+        best = sorted(fused, key=fused.__getitem__, reverse=True)[:k]
         hits = [Hit(r["chunk_id"], r["document_id"], r["ordinal"], r["text"], r["title"], r["source_uri"],
                     r["tenant"], r["sector"], r["doc_type"], r["content_hash"],
                     float(r["similarity"]), fused[cid])

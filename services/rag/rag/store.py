@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -197,6 +198,8 @@ class Store:
                         WHERE tenant = $1 AND document_id = $2""", tenant, document_id, doc["source_uri"],
                         doc["title"], doc["sector"], doc["doc_type"])
                 return "unchanged" if same_meta else "metadata"
+            if embeddings is None:
+                raise TypeError("chunks are written with their embeddings")
             removed = await self._delete_chunks(conn, t, tenant, document_id)
             ingested_at = await conn.fetchval(
                 f"SELECT ingested_at FROM {s}.documents WHERE tenant = $1 AND document_id = $2", tenant, document_id)
@@ -273,7 +276,8 @@ class Store:
 
     def _where(self, filters: Filters, first: int) -> tuple[str, list]:
         """The filter clause; the tenant clause is always there (`Filters` cannot be made without a tenant)."""
-        clauses, args = [f"tenant = ANY(${first})"], [filters.tenants()]
+        clauses = [f"tenant = ANY(${first})"]
+        args: list[Any] = [filters.tenants()]
         for column, value in (("sector", filters.sector), ("doc_type", filters.doc_type)):
             if value is not None:
                 args.append(value)

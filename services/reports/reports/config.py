@@ -58,7 +58,10 @@ class ReportDefinition(BaseModel):
 
     @property
     def length(self) -> timedelta:
-        n, unit = _PERIOD.match(self.period).groups()
+        found = _PERIOD.match(self.period)
+        if found is None:  # the validator lets only matching periods in
+            raise ValueError(f"period {self.period!r} is not <n><m|h|d|w>")
+        n, unit = found.groups()
         return timedelta(**{_UNITS[unit]: int(n)})
 
     def last_fire(self, now: datetime) -> datetime:
@@ -107,7 +110,7 @@ class Config(BaseModel):
         raise KeyError(f"no report definition {name!r}")
 
 
-def load_config(path: Path, users_file: Path | None = None) -> Config:
+def load_config(path: str | Path, users_file: str | Path | None = None) -> Config:
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if raw.get("users"):
         raise ValueError(f"{path}: users do not belong in the report definitions; put them in the users file "

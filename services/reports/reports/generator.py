@@ -116,6 +116,8 @@ class ReportGenerator:
         return report, pdf, outcomes
 
     async def publish(self, report: dict, sha: str) -> None:
+        if self.publisher is None:
+            raise RuntimeError("this generator was made without a publisher")
         lineage = report["lineage"]
         await self.publisher.publish(self.settings.reports_topic, report["definition"], {
             "report_id": report["report_id"], "definition": report["definition"], "tenant": report["tenant"],

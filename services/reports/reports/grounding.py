@@ -9,6 +9,7 @@ dates of the period are not figures and are masked before numbers are read.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -64,7 +65,7 @@ def figure_sources(figures: list[dict]) -> list[Source]:
 
 
 class Guard:
-    def __init__(self, sources: list[Source], names: list[str], period: tuple[datetime, datetime]):
+    def __init__(self, sources: list[Source], names: Sequence[str | None], period: tuple[datetime, datetime]):
         self.sources = sources
         # longest first, so "pump-12" is masked before "pump-1"
         self.names = sorted({n for n in names if n and re.search(r"\d", n)}, key=len, reverse=True)

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -102,7 +103,7 @@ class Store:
         columns = ("alert_id", "dedup_key", "action", "tenant", "stream_id", "source", "metric", "value", "score",
                    "threshold", "severity", "window_start", "window_end", "detector", "model_version", "event_id",
                    "created_at")
-        values = [alert.get(c) for c in columns]
+        values: list[Any] = [alert.get(c) for c in columns]
         values[3] = values[3] or "default"
         for i in (11, 12, 16):
             values[i] = _ts(values[i])

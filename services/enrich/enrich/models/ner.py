@@ -89,7 +89,7 @@ class PatternGazetteerNER:
         # longest span first, then the most confident; earlier rules win exact ties (sort is stable)
         candidates.sort(key=lambda c: (-(c[1] - c[0]), -c[3]))
         taken: list[tuple[int, int]] = []
-        found = []
+        found: list[dict] = []
         for start, end, label, conf in candidates:
             if any(start < e and s < end for s, e in taken):
                 continue

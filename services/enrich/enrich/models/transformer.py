@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,9 +85,9 @@ class MultitaskModel:
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.cls_id = self.tokenizer.token_to_id("[CLS]")
-        self.sep_id = self.tokenizer.token_to_id("[SEP]")
-        self.pad_id = self.tokenizer.token_to_id("[PAD]")
+        self.cls_id = self._token_id("[CLS]")
+        self.sep_id = self._token_id("[SEP]")
+        self.pad_id = self._token_id("[PAD]")
         self.session = None
         if session:
             import onnxruntime as ort
@@ -110,7 +111,7 @@ class MultitaskModel:
         """Pre-split words (CoNLL): also returns, per row, the word index of each real token."""
         encodings = self.tokenizer.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
         prepared = self._windows([(e.ids, e.offsets) for e in encodings])
-        words = []
+        words: list[list[int | None]] = []
         for e in encodings:
             ids = list(e.word_ids)
             step = self.max_tokens - 2
@@ -134,10 +135,18 @@ class MultitaskModel:
             mask[i, :len(r)] = 1
         return Prepared(input_ids, mask, row_text, offsets)
 
+    def _token_id(self, token: str) -> int:
+        found = self.tokenizer.token_to_id(token)
+        if found is None:
+            raise ValueError(f"{self.path}: {token} is not in the tokenizer's vocabulary")
+        return found
+
     # -- the encoder ----------------------------------------------------------------------------------------------
     def run(self, prepared: Prepared, bucket: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """int8 dynamic quantization scales activations per request, so a row's logits move slightly (about 1e-2)
         with the rows it is run with; the Triton backend sends the same groups of `bucket` rows."""
+        if self.session is None:
+            raise RuntimeError("this encoder was loaded without an ONNX Runtime session (session=False)")
         parts = [(rows, *self.session.run(["token_logits", "sentiment_logits"],
                                           {"input_ids": ids, "attention_mask": mask}))
                  for rows, ids, mask in buckets(prepared, bucket)]
@@ -179,7 +188,8 @@ class MultitaskModel:
         """IOB2 over sub-tokens (seqeval's rule: an I- that does not continue its type starts an entity); a span
         runs from its first token's start to its last token's end, so it indexes the original text."""
         best = probs.argmax(-1)
-        spans, current = [], None
+        spans: list[dict[str, Any]] = []
+        current: dict[str, Any] | None = None
         for k, (start, end) in enumerate(offsets):
             tag = self.ner_labels[int(best[k])]
             prefix, kind = (tag[0], tag[2:]) if tag != "O" else ("O", "")
