@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BENCHES = {**{name: ROOT / "services" / name / "bench.py"
               for name in ("ingest-webhook", "enrich", "anomaly", "notify", "rag", "reports")},
+           "transactions": ROOT / "services" / "enrich" / "bench_transactions.py",
            "llm": ROOT / "deploy" / "local" / "bench_llm.py",
            "pipeline": ROOT / "deploy" / "local" / "bench_pipeline.py"}
 

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import time
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from support.platform import SPIKE_AT, Platform, Sender, metric_payloads, sign
 from support.private_kafka import PrivateKafka
 
 from platform_common.settings import CommonSettings
-from platform_common.testing import consumer_lag, decode_avro, read_messages
+from platform_common.testing import consumer_lag, count_event_ids
 
 STACK = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack.py"
 
@@ -76,13 +75,12 @@ def test_broker_restart_loses_nothing_acknowledged(broker, start_platform, run_i
     deadline = time.monotonic() + 90
     while consumer_lag(settings, group, topic) and time.monotonic() < deadline:
         time.sleep(1)
-    enriched = Counter(decode_avro(settings, m)["event_id"] for m in read_messages(
-        settings, platform.topics["events.enriched.v1"], 10 * len(sender.accepted), timeout=10))
+    enriched = count_event_ids(settings, platform.topics["events.enriched.v1"], sender.accepted, 60)
     lost = sender.accepted - set(enriched)
     record(fault="Kafka killed for 10 s (duplicated: repeats in the topic, which sinks de-duplicate)",
-           sent=sender.sent, accepted=len(sender.accepted), stored=len(sender.accepted & set(enriched)),
-           lost=len(lost), duplicated=sum(enriched[e] - 1 for e in sender.accepted if enriched[e] > 1),
-           recovery_s=recovery)
+           sent=sender.sent, accepted=len(sender.accepted), output="events.enriched.v1",
+           found=len(sender.accepted & set(enriched)), lost=len(lost),
+           duplicated=sum(enriched[e] - 1 for e in sender.accepted if enriched[e] > 1), recovery_s=recovery)
     assert answers_while_down and set(answers_while_down) == {(503, "kafka_unavailable")}, answers_while_down
     assert not lost, platform.logs()
 
@@ -107,8 +105,11 @@ def test_redis_restart_ingest_refuses_then_recovers(start_platform, run_id):
             stack("up", "redis")
         recovery = wait_ready(platform, "ingest-webhook")
         assert sender.post(client, payloads[1], attempts=10) == 202
-    record(fault="Redis stopped", sent=sender.sent, accepted=len(sender.accepted), stored="-", lost=0,
-           duplicated=0, recovery_s=recovery)
+    raw = count_event_ids(CommonSettings(), platform.topics["events.raw.v1"], sender.accepted, 30)
+    record(fault="Redis stopped", sent=sender.sent, accepted=len(sender.accepted), output="events.raw.v1",
+           found=len(set(raw) & sender.accepted), lost=len(sender.accepted - set(raw)),
+           duplicated=sum(n - 1 for n in raw.values()), recovery_s=recovery)
+    assert set(raw) == sender.accepted and set(raw.values()) == {1}, raw
 
 
 PG_USERS = ("anomaly", "notify", "reports")

@@ -12,7 +12,7 @@ import pytest
 from support.chaos import record
 from support.platform import SECRET, metric_payloads
 
-from platform_common.testing import consumer_lag, open_loop, signed_request
+from platform_common.testing import consumer_lag, count_event_ids, open_loop, signed_request
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
 RATE = int(os.environ.get("SOAK_RATE", 500))
@@ -85,9 +85,11 @@ async def test_soak_memory_flat_and_lag_bounded(start_platform, settings, run_id
         await asyncio.sleep(2)
     drain = time.monotonic() - drain_started
     worst = {name: max(s[name] for s in lag_samples) for name in LAGGING}
+    ids = {p["id"] for p in payloads}
+    enriched = await asyncio.to_thread(count_event_ids, settings, platform.topics["events.enriched.v1"], ids, 120)
     record(fault=f"soak {RATE}/s for {SECONDS}s (achieved {achieved:.0f}/s, max lag {max(worst.values())})",
-           sent=len(payloads), accepted=accepted, stored="-", lost="-", duplicated="-",
-           recovery_s=drain)
+           sent=len(payloads), accepted=accepted, output="events.enriched.v1", found=len(set(enriched) & ids),
+           lost=len(ids - set(enriched)), duplicated=sum(n - 1 for n in enriched.values()), recovery_s=drain)
 
     assert accepted == len(payloads), f"{len(payloads) - accepted} webhooks not accepted: {statuses}"
     assert achieved >= 0.95 * RATE, f"the load generator reached only {achieved:.0f}/s"
@@ -97,3 +99,4 @@ async def test_soak_memory_flat_and_lag_bounded(start_platform, settings, run_id
     for name, most in worst.items():
         assert most <= RATE * LAG_BOUND_SECONDS, f"{name} fell {most} records behind: {lag_samples}"
     assert not any(behind.values()), f"consumers still behind {drain:.0f} s after the flow: {behind}"
+    assert set(enriched) == ids and set(enriched.values()) == {1}, "enriched topic: lost or repeated events"

@@ -93,7 +93,7 @@ class Publisher:
         payload = await self.serde.encode(topic, value, schema_of)
         return await self.send(topic, key, payload, headers)
 
-    async def send(self, topic: str, key: str | None, payload: bytes,
+    async def send(self, topic: str, key: str | None, payload: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
         """Sends already-encoded bytes; returns once the broker acknowledged them."""
         with publish_span(topic, key) as span:
@@ -137,6 +137,7 @@ class ReliableConsumer:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group_id,
             enable_auto_commit=False,
+            isolation_level="read_committed",  # never the outputs of an aborted upstream transaction
             auto_offset_reset=consumer_options.pop("auto_offset_reset", "earliest"),
             client_id=f"{settings.service_name}-{group_id}",
             **consumer_options,

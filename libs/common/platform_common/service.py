@@ -1,6 +1,10 @@
 """What every service does first: JSON logs, tracing for its name, and a garbage collector tuned for a server."""
 
+import asyncio
 import gc
+import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -26,3 +30,17 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
+    """Runs `main` until it returns or SIGINT/SIGTERM cancels it (its `finally` blocks stop what it started)."""
+    async def guarded() -> None:
+        task = asyncio.create_task(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    asyncio.run(guarded())

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -103,7 +104,7 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -115,10 +116,11 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
 
 def read_messages(settings: CommonSettings, topic: str, count: int, timeout: float = 20.0,
                   group: str | None = None) -> list[Message]:
-    """Reads up to `count` records of `topic` from its beginning (fewer if `timeout` runs out)."""
+    """Reads up to `count` committed records of `topic` from its beginning (fewer if `timeout` runs out)."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
                          "group.id": group or f"reader-{topic}-{time.monotonic_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
     consumer.subscribe([topic])
     found: list[Message] = []
     deadline = time.monotonic() + timeout
@@ -152,13 +154,39 @@ def consumer_lag(settings: CommonSettings, group: str, topic: str) -> int:
 def decode_avro(settings: CommonSettings, msg: Message) -> dict:
     """Decodes a value with confluent-kafka's AvroDeserializer against the registry."""
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
-    return deserializer(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+    return deserializer(msg.value(), SerializationContext(msg.topic() or "", MessageField.VALUE))
+
+
+def count_event_ids(settings: CommonSettings, topic: str, expected: set[str], timeout: float = 60.0,
+                    settle: float = 3.0) -> Counter[str]:
+    """How often each event id occurs in `topic` (Avro values), read committed from its beginning: until every
+    expected id was seen and nothing more arrived for `settle` seconds (a late repeat would show up), or `timeout`."""
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": f"counter-{topic}-{time.monotonic_ns()}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    counts: Counter[str] = Counter()
+    deadline = last = time.monotonic()
+    deadline += timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                if expected <= counts.keys() and time.monotonic() - last >= settle:
+                    break
+                continue
+            last = time.monotonic()
+            counts[deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE))["event_id"]] += 1
+    finally:
+        consumer.close()
+    return counts
 
 
 def drop_topics(settings: CommonSettings, topics: list[str], with_dlqs: bool = True) -> None:
     """Deletes a test's topics (and their DLQs) and their registry subjects: the stack is shared."""
-    from confluent_kafka.admin import AdminClient
     import httpx
+    from confluent_kafka.admin import AdminClient
 
     names = [*topics, *(f"{t}.dlq" for t in topics if with_dlqs and not t.endswith(".dlq"))]
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})  # alive until the futures end
@@ -199,7 +227,10 @@ async def open_loop(port: int, requests: Iterable[bytes], rate: float, connectio
             due, raw = job
             writer.write(raw)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            found = re.search(rb"(?i)content-length: *(\d+)", head)
+            if found is None:
+                raise RuntimeError(f"an answer without Content-Length: {head[:200]!r}")
+            length = int(found.group(1))
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - due)
             status = int(head[9:12])

@@ -1,7 +1,7 @@
 """One stream batch through the models: decode, decide what to enrich, infer, publish; or dead-letter.
 
-Returns only when every output is acknowledged by Kafka, so the caller may then ack (commit) the input batch:
-at-least-once, and consumers de-duplicate on `event_id`, which is carried through unchanged.
+Returns only when every output is acknowledged by Kafka; the stream (`platform_common.stream`) then commits the
+batch's offsets, in the same transaction as the outputs by default. `event_id` is carried through unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from aiokafka.structs import ConsumerRecord
+
 from platform_common.kafka import ENRICHED, RAW, Publisher, dlq
 from platform_common.kafka import dead_letter as write_dead_letter
 from platform_common.tracing import inject_headers, process_span, publish_span
@@ -29,19 +31,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Record:
-    """The parts of a consumed Kafka record the pipeline needs, whatever consumed it."""
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
-@dataclass
 class Job:
-    record: Record
+    record: ConsumerRecord
     event: dict
     texts: dict[str, str]  # field -> text to enrich
     status: str
@@ -97,34 +88,23 @@ def looks_like_text(text: str) -> bool:
 
 
 class Enricher:
-    def __init__(self, settings: EnrichSettings, group: str):
-        self.settings, self.group = settings, group
-        self.publisher: Publisher
-        self.model: ModelClient
+    """`publisher` is the stream's (transactional under exactly-once): outputs and dead letters go through it."""
+
+    def __init__(self, settings: EnrichSettings, group: str, publisher: Publisher):
+        self.settings, self.group, self.publisher = settings, group, publisher
+        self.model: ModelClient = model_client("text", settings.enrich_backend, settings)
         # the languages come from the model's artifact (what it was trained and measured on)
         covered = TextModel(session=False).languages
         self.languages = Languages(frozenset(covered["ner"]), frozenset(covered["sentiment"]),
                                    settings.enrich_default_language, settings.enrich_language_min_confidence)
-        self._started = False
-        self._lock = asyncio.Lock()
 
-    async def ensure_started(self) -> None:
-        """Creates the clients on the running loop (aiokafka and aiohttp bind to it)."""
-        async with self._lock:
-            if not self._started:
-                self.publisher = Publisher(self.settings)
-                self.model = model_client("text", self.settings.enrich_backend, self.settings)
-                await self.publisher.start()
-                await self.model.start()
-                self._started = True
+    async def start(self) -> None:
+        await self.model.start()
 
     async def stop(self) -> None:
-        if self._started:
-            await self.model.close()
-            await self.publisher.stop()
-            self._started = False
+        await self.model.close()
 
-    async def handle(self, records: list[Record]) -> None:
+    async def handle(self, records: list[ConsumerRecord]) -> None:
         STREAM_BATCH.observe(len(records))
         jobs: list[Job] = []
         for record in records:
@@ -149,7 +129,7 @@ class Enricher:
                 inference.cancel()
         await asyncio.gather(*sends)
 
-    async def _decode(self, record: Record) -> dict:
+    async def _decode(self, record: ConsumerRecord) -> dict:
         """Waits out an unreachable schema registry; what it cannot decode once reached is raised."""
         wait = 0.2
         while True:
@@ -168,7 +148,7 @@ class Enricher:
         wait = 0.2
         while True:
             try:
-                return list(zip(jobs, await self._infer(jobs)))
+                return list(zip(jobs, await self._infer(jobs), strict=True))
             except ModelUnavailable as e:
                 log.warning("models unavailable, retrying in %.1fs: %s", wait, mask(str(e)))
                 await asyncio.sleep(wait)
@@ -182,9 +162,13 @@ class Enricher:
 
     async def _infer(self, jobs: list[Job]) -> list[dict]:
         texts = [(i, field, text) for i, job in enumerate(jobs) for field, text in job.texts.items()]
+        out: list[dict[str, Any]] = [{"entities": [], "sentiment": [], "models": [], "languages": job.languages}
+                                     for job in jobs]
+        if not texts:
+            return out
         results, refs = await self.model.predict([text for _, _, text in texts])
-        out = [{"entities": [], "sentiment": [], "models": [], "languages": job.languages} for job in jobs]
-        for (i, field, _), result in zip(texts, results):
+        refs = refs or []
+        for (i, field, _), result in zip(texts, results, strict=True):
             language = self.languages.route(jobs[i].languages.get(field, UNDETERMINED))
             # each task only where its model covers the language (e.g. Dutch has entities, no sentiment model)
             if language in self.languages.sentiment:
@@ -194,7 +178,7 @@ class Enricher:
             ner = language in self.languages.ner
             out[i]["entities"].extend({"field": field, **e} for e in result["entities"]
                                       if ner or e["model"] != refs[0].name)
-        for job, enrichment in zip(jobs, out):
+        for job, enrichment in zip(jobs, out, strict=True):
             if job.texts:
                 enrichment["models"] = [vars(r) for r in refs]
         return out
@@ -215,7 +199,7 @@ class Enricher:
         EVENTS.labels("enriched" if job.texts else "passed_through").inc()
         return future
 
-    async def dead_letter(self, record: Record, error: BaseException) -> None:
+    async def dead_letter(self, record: ConsumerRecord, error: BaseException) -> None:
         """The platform's one dead-letter writer. The DLQ copy and its reason are PII-masked (the DLQ is read by
         people, the raw topic keeps the original): a decodable event stays Avro, with its text fields masked."""
         try:

@@ -4,6 +4,7 @@ from typing import Literal
 
 from platform_common.kafka import ENRICHED, RAW
 from platform_common.settings import CommonSettings
+from platform_common.stream import Guarantee
 
 Backend = Literal["local", "triton"]
 
@@ -11,8 +12,13 @@ Backend = Literal["local", "triton"]
 class EnrichSettings(CommonSettings):
     service_name: str = "enrich"
     enrich_port: int = 8001
-    # Faust app id = consumer group; its state lives in <data_dir>/faust/<app id>
+    enrich_host: str = "127.0.0.1"  # the ops endpoints' bind address (0.0.0.0 in containers, for Prometheus)
+    # the consumer group, and with the instance the transactional id (keep the instance stable across restarts of
+    # one replica, e.g. a StatefulSet pod name, so a restart fences its killed predecessor at once; default: host)
     enrich_app_id: str = "enrich"
+    enrich_instance_id: str | None = None
+    # exactly_once: outputs and consumed offsets in one Kafka transaction; at_least_once: offsets after the outputs
+    enrich_processing_guarantee: Guarantee = "exactly_once"
     enrich_input_topic: str = RAW
     enrich_output_topic: str = ENRICHED
 
@@ -30,10 +36,9 @@ class EnrichSettings(CommonSettings):
     enrich_default_language: str = "en"
     enrich_language_min_confidence: float = 0.5
 
-    # stream batching (Faust take_events) and agent concurrency (>1 gives up per-stream ordering)
+    # stream batching: up to this many records per batch (and transaction), waiting at most this long for them
     enrich_stream_batch: int = 1000
     enrich_stream_wait_s: float = 0.02
-    enrich_concurrency: int = 1
     # a killed worker's partitions move to a new one after this long without heartbeats
     enrich_session_timeout_s: float = 10.0
     # model micro-batching, request timeout and circuit breaker

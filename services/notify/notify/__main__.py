@@ -1,11 +1,11 @@
 """`python -m notify`: runs the service until SIGINT/SIGTERM."""
 
-import asyncio
-import signal
 import sys
 
-from platform_common.auth import KeyStore
 from pydantic import ValidationError
+
+from platform_common.auth import KeyStore
+from platform_common.service import run_until_signalled
 
 from .app import main
 from .routing import RoutingConfig
@@ -24,17 +24,7 @@ def run() -> None:
     except (ValueError, OSError) as e:
         sys.exit(f"notify: bad configuration: {e}")
 
-    async def guarded() -> None:
-        task = asyncio.create_task(main(settings))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-    asyncio.run(guarded())
-
+    run_until_signalled(main(settings))
 
 if __name__ == "__main__":
     run()

@@ -1,0 +1,119 @@
+"""Consume-transform-produce between Kafka topics, exactly once (Kafka transactions through aiokafka).
+
+With `exactly_once`, the records a batch handler sends through the stream's publisher and the batch's consumed
+offsets are committed in one transaction. A consumer reading the outputs with `isolation.level=read_committed` sees
+every input's outputs exactly once, also when the process is killed mid-batch: the open transaction is aborted when
+the same transactional id starts again (or after the transaction timeout), and its inputs are processed again.
+`at_least_once` commits the offsets after the outputs were acknowledged instead; a crash in between repeats them.
+
+Error policy: the handler deals with single bad records itself (it dead-letters them through `dead_letter`); a
+failing batch (Kafka or a dependency down) is aborted and retried in place with backoff, so nothing is skipped and
+nothing is committed meanwhile. A rebalance waits for the batch in flight, and records of partitions this consumer
+no longer owns are dropped before processing (their new owner processes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ProducerFenced
+from aiokafka.structs import ConsumerRecord
+
+from .kafka import Publisher
+from .settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+Guarantee = Literal["exactly_once", "at_least_once"]
+BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
+
+
+def transactional_id(group_id: str, instance: str | None = None) -> str:
+    """Stable across restarts of one instance, so a restarted process fences its killed predecessor at once."""
+    return f"{group_id}-{instance or socket.gethostname()}"
+
+
+def stream_publisher(settings: CommonSettings, guarantee: Guarantee, group_id: str,
+                     instance: str | None = None) -> Publisher:
+    """The publisher a stream's handler sends through: transactional for `exactly_once`."""
+    if guarantee == "exactly_once":
+        return Publisher(settings, transactional_id=transactional_id(group_id, instance))
+    return Publisher(settings)
+
+
+class _WaitForBatch(ConsumerRebalanceListener):
+    def __init__(self, lock: asyncio.Lock):
+        self.lock = lock
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.lock:  # the batch in flight commits (or aborts) before its partitions move
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
+class Stream:
+    def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, publisher: Publisher,
+                 handler: BatchHandler, guarantee: Guarantee = "exactly_once", batch_size: int = 500,
+                 batch_wait_ms: int = 20, retry_wait: float = 0.2, **consumer_options: Any):
+        self.topics, self.group_id, self.publisher, self.handler = topics, group_id, publisher, handler
+        self.guarantee = guarantee
+        self.batch_size, self.batch_wait_ms, self.retry_wait = batch_size, batch_wait_ms, retry_wait
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",  # never an aborted upstream transaction's outputs
+            auto_offset_reset=consumer_options.pop("auto_offset_reset", "earliest"),
+            client_id=f"{settings.service_name}-{group_id}",
+            **consumer_options,
+        )
+        self._batch = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Starts the publisher too: with a transactional id this fences an earlier process with the same id."""
+        await self.publisher.start()
+        await self.consumer.start()
+        self.consumer.subscribe(self.topics, listener=_WaitForBatch(self._batch))
+
+    async def stop(self) -> None:
+        """After `run` was cancelled: a batch cancelled mid-transaction was aborted, so its inputs come again."""
+        await self.consumer.stop()
+        await self.publisher.stop()
+
+    async def run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=self.batch_wait_ms, max_records=self.batch_size)
+            async with self._batch:
+                owned = self.consumer.assignment()
+                batches = {tp: records for tp, records in batches.items() if tp in owned and records}
+                if batches:
+                    await self._process(batches)
+
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        records = [r for part in batches.values() for r in part]
+        offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
+        wait = self.retry_wait
+        while True:
+            try:
+                if self.guarantee == "exactly_once":
+                    async with self.publisher.producer.transaction():
+                        await self.handler(records)
+                        await self.publisher.producer.send_offsets_to_transaction(offsets, self.group_id)
+                else:
+                    await self.handler(records)
+                    await self.consumer.commit(offsets)
+                return
+            except ProducerFenced:
+                raise  # another process took over this transactional id: this one must stop
+            except Exception as e:
+                log.warning("batch of %d records from %s failed, retrying in %.1fs: %s: %s", len(records),
+                            sorted({tp.topic for tp in batches}), wait, type(e).__name__, e)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5.0)
