@@ -1,29 +1,23 @@
-"""Kafka on aiokafka: an idempotent Avro publisher and a consumer that commits only what it processed.
-
-Failed records are retried a bounded number of times, then sent to `<topic>.dlq` with the reason, the source
-coordinates and the stack in headers, and the consumer carries on with the next record.
-"""
+"""Kafka on aiokafka: topics, an idempotent Avro publisher, and the one dead-letter writer. The consumer loop is in
+`platform_common.stream`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Histogram
-from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
 from .avro import AvroSerde
-from .retry import until_available
 from .settings import CommonSettings
-from .tracing import inject_headers, process_span, publish_span
+from .tracing import inject_headers, publish_span
 
 log = logging.getLogger(__name__)
 
@@ -109,82 +103,6 @@ class Publisher:
             span.set_attribute("messaging.destination.partition.id", str(meta.partition))
             span.set_attribute("messaging.kafka.offset", meta.offset)
             return meta
-
-
-Handler = Callable[[dict, ConsumerRecord], Awaitable[None]]
-
-
-class ReliableConsumer:
-    """Consumes `topics` in `group_id`, calling `handler(value, record)` for each record in order.
-
-    Offsets are committed per batch, only up to records that were handled or dead-lettered, so a crash
-    re-delivers (at-least-once; sinks are idempotent on event id) and never skips. A handler failing because a
-    dependency is down (`retry.UNAVAILABLE`) is retried until it is back, without committing, not dead-lettered.
-    """
-
-    def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, handler: Handler,
-                 publisher: Publisher, max_attempts: int | None = None, retry_wait: float = 0.2,
-                 **consumer_options: Any):
-        self.settings = settings
-        self.topics = topics
-        self.group_id = group_id
-        self.handler = handler
-        self.publisher = publisher
-        self.max_attempts = max_attempts or settings.consumer_max_attempts
-        self.retry_wait = retry_wait
-        self.consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=group_id,
-            enable_auto_commit=False,
-            isolation_level="read_committed",  # never the outputs of an aborted upstream transaction
-            auto_offset_reset=consumer_options.pop("auto_offset_reset", "earliest"),
-            client_id=f"{settings.service_name}-{group_id}",
-            **consumer_options,
-        )
-        self._stopping = asyncio.Event()
-
-    async def start(self) -> None:
-        await self.consumer.start()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        await self.consumer.stop()
-
-    async def run(self, batch_timeout_ms: int = 500, max_records: int = 500) -> None:
-        while not self._stopping.is_set():
-            batches = await self.consumer.getmany(timeout_ms=batch_timeout_ms, max_records=max_records)
-            for tp, records in batches.items():
-                for record in records:
-                    await self.process(record)
-                await self.consumer.commit({tp: records[-1].offset + 1})
-
-    async def process(self, record: ConsumerRecord) -> None:
-        labels = (record.topic, self.group_id)
-        with process_span(record.topic, self.group_id, record.headers, record.partition, record.offset), \
-                PROCESS_SECONDS.labels(*labels).time():
-            try:
-                value = await self.publisher.serde.decode(record.value)
-            except Exception as e:  # undecodable: retrying cannot help
-                await self.dead_letter(record, e)
-                return
-            try:
-                await until_available(lambda: self._handle(value, record), f"a dependency of {self.group_id}")
-            except Exception as e:
-                await self.dead_letter(record, e)
-                return
-        CONSUMED.labels(*labels, "ok").inc()
-
-    async def _handle(self, value: dict, record: ConsumerRecord) -> None:
-        """The handler, retried a bounded number of times for any failure (then the DLQ has the record)."""
-        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
-                                           wait=wait_exponential(multiplier=self.retry_wait, max=5)):
-            with attempt:
-                await self.handler(value, record)
-
-    async def dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
-        await dead_letter(self.publisher, record, error, self.group_id)
-        CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()
 
 
 Redact = Callable[[bytes | None], bytes | None]

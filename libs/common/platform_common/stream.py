@@ -1,4 +1,5 @@
-"""Consume-transform-produce between Kafka topics, exactly once (Kafka transactions through aiokafka).
+"""The platform's one consumer loop: consume-transform-produce between Kafka topics, exactly once (Kafka transactions
+through aiokafka), or at least once for stages whose sinks are idempotent.
 
 With `exactly_once`, the records a batch handler sends through the stream's publisher and the batch's consumed
 offsets are committed in one transaction. A consumer reading the outputs with `isolation.level=read_committed` sees
@@ -6,10 +7,11 @@ every input's outputs exactly once, also when the process is killed mid-batch: t
 the same transactional id starts again (or after the transaction timeout), and its inputs are processed again.
 `at_least_once` commits the offsets after the outputs were acknowledged instead; a crash in between repeats them.
 
-Error policy: the handler deals with single bad records itself (it dead-letters them through `dead_letter`); a
-failing batch (Kafka or a dependency down) is aborted and retried in place with backoff, so nothing is skipped and
-nothing is committed meanwhile. A rebalance waits for the batch in flight, and records of partitions this consumer
-no longer owns are dropped before processing (their new owner processes them).
+Error policy: a bad record is the handler's to dead-letter (`ReliableConsumer` does it for per-record handlers:
+bounded retries, then `kafka.dead_letter`); a failing batch (Kafka or a dependency down) is aborted and retried in
+place with backoff, so nothing is skipped and nothing is committed meanwhile. A rebalance waits for the batch in
+flight, and records of partitions this consumer no longer owns are dropped before processing (their new owner
+processes them).
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
-from .kafka import Publisher
+from .kafka import CONSUMED, PROCESS_SECONDS, Publisher, dead_letter
+from .retry import until_available
 from .settings import CommonSettings
+from .tracing import process_span
 
 log = logging.getLogger(__name__)
 
 Guarantee = Literal["exactly_once", "at_least_once"]
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
+RecordHandler = Callable[[dict, ConsumerRecord], Awaitable[None]]
 
 
 def transactional_id(group_id: str, instance: str | None = None) -> str:
@@ -59,6 +65,9 @@ class _WaitForBatch(ConsumerRebalanceListener):
 
 
 class Stream:
+    """`handler` gets each batch; it sends its outputs through `publisher`, which the caller starts and stops (one
+    publisher may serve several streams; under exactly_once it must be this stream's own, see `stream_publisher`)."""
+
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, publisher: Publisher,
                  handler: BatchHandler, guarantee: Guarantee = "exactly_once", batch_size: int = 500,
                  batch_wait_ms: int = 20, retry_wait: float = 0.2, **consumer_options: Any):
@@ -75,21 +84,19 @@ class Stream:
             **consumer_options,
         )
         self._batch = asyncio.Lock()
+        self.consumer.subscribe(topics, listener=_WaitForBatch(self._batch))
 
     async def start(self) -> None:
-        """Starts the publisher too: with a transactional id this fences an earlier process with the same id."""
-        await self.publisher.start()
         await self.consumer.start()
-        self.consumer.subscribe(self.topics, listener=_WaitForBatch(self._batch))
 
     async def stop(self) -> None:
         """After `run` was cancelled: a batch cancelled mid-transaction was aborted, so its inputs come again."""
         await self.consumer.stop()
-        await self.publisher.stop()
 
-    async def run(self) -> None:
+    async def run(self, batch_timeout_ms: int | None = None, max_records: int | None = None) -> None:
         while True:
-            batches = await self.consumer.getmany(timeout_ms=self.batch_wait_ms, max_records=self.batch_size)
+            batches = await self.consumer.getmany(timeout_ms=batch_timeout_ms or self.batch_wait_ms,
+                                                  max_records=max_records or self.batch_size)
             async with self._batch:
                 owned = self.consumer.assignment()
                 batches = {tp: records for tp, records in batches.items() if tp in owned and records}
@@ -117,3 +124,50 @@ class Stream:
                             sorted({tp.topic for tp in batches}), wait, type(e).__name__, e)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 5.0)
+
+
+class ReliableConsumer(Stream):
+    """A stream whose handler takes one decoded record at a time, `handler(value, record)`, in order, under the
+    platform's per-record error policy: an undecodable record is dead-lettered at once; a handler failing because a
+    dependency is down (`retry.UNAVAILABLE`) is waited out in place; any other failure is retried `max_attempts`
+    times, then the record is dead-lettered and the stream carries on. At least once by default: sinks are
+    idempotent on their keys."""
+
+    def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, handler: RecordHandler,
+                 publisher: Publisher, max_attempts: int | None = None, retry_wait: float = 0.2,
+                 guarantee: Guarantee = "at_least_once", **consumer_options: Any):
+        super().__init__(settings, topics, group_id, publisher, self._each, guarantee=guarantee,
+                         batch_wait_ms=500, retry_wait=retry_wait, **consumer_options)
+        self.record_handler = handler
+        self.max_attempts = max_attempts or settings.consumer_max_attempts
+
+    async def _each(self, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            await self.process(record)
+
+    async def process(self, record: ConsumerRecord) -> None:
+        labels = (record.topic, self.group_id)
+        with process_span(record.topic, self.group_id, record.headers, record.partition, record.offset), \
+                PROCESS_SECONDS.labels(*labels).time():
+            try:
+                value = await self.publisher.serde.decode(record.value)
+            except Exception as e:  # undecodable: retrying cannot help
+                await self.dead_letter(record, e)
+                return
+            try:
+                await until_available(lambda: self._handle(value, record), f"a dependency of {self.group_id}")
+            except Exception as e:
+                await self.dead_letter(record, e)
+                return
+        CONSUMED.labels(*labels, "ok").inc()
+
+    async def _handle(self, value: dict, record: ConsumerRecord) -> None:
+        """The handler, retried a bounded number of times for any failure (then the DLQ has the record)."""
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
+                                           wait=wait_exponential(multiplier=self.retry_wait, max=5)):
+            with attempt:
+                await self.record_handler(value, record)
+
+    async def dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
+        await dead_letter(self.publisher, record, error, self.group_id)
+        CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()

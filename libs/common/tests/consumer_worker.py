@@ -4,8 +4,9 @@ import asyncio
 import os
 import sys
 
-from platform_common.kafka import Publisher, ReliableConsumer
+from platform_common.kafka import Publisher
 from platform_common.settings import CommonSettings
+from platform_common.stream import ReliableConsumer
 
 
 async def main(topic: str, group: str, out_path: str) -> None:

@@ -26,6 +26,7 @@ async def main(source: str, target: str, group: str, guarantee: str, crashed_fla
 
     stream = Stream(settings, [source], group, publisher, copy, guarantee=guarantee,  # type: ignore[arg-type]
                     batch_size=50)
+    await publisher.start()
     await stream.start()
     await stream.run()
 

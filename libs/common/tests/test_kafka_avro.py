@@ -6,7 +6,8 @@ import time
 from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 
-from platform_common.kafka import RAW, Publisher, ReliableConsumer, dlq
+from platform_common.kafka import RAW, Publisher, dlq
+from platform_common.stream import ReliableConsumer
 from platform_common.testing import decode_avro, read_messages
 
 NOW_MS = 1_763_800_000_000

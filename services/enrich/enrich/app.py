@@ -33,6 +33,7 @@ async def run(settings: EnrichSettings) -> None:
     }), settings.enrich_port, settings.enrich_host))
     try:
         await enricher.start()
+        await stream.publisher.start()  # with a transactional id: fences an earlier process with the same id
         await stream.start()
         await stream.run()
     finally:
@@ -40,4 +41,5 @@ async def run(settings: EnrichSettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await ops
         await stream.stop()
+        await stream.publisher.stop()
         await enricher.stop()

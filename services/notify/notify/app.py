@@ -9,10 +9,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from platform_common.auth import KeyStore, install_auth
-from platform_common.kafka import ANOMALIES, Publisher, ReliableConsumer, ensure_topics
+from platform_common.kafka import ANOMALIES, Publisher, ensure_topics
 from platform_common.limits import BodyLimit
 from platform_common.ops import kafka_check, ops_router, postgres_check, registry_check
 from platform_common.service import init_service
+from platform_common.stream import ReliableConsumer
 
 from .dispatcher import Dispatcher
 from .intake import Intake

@@ -9,9 +9,10 @@ import logging
 import redis.asyncio as redis
 from aiokafka import ConsumerRecord
 
-from platform_common.kafka import CONTEXTUALIZED, Publisher, ReliableConsumer, ensure_topics
+from platform_common.kafka import CONTEXTUALIZED, Publisher, ensure_topics
 from platform_common.llm import LLM, InProcessLLM, make_llm
 from platform_common.ops import kafka_check, postgres_check, redis_check, registry_check
+from platform_common.stream import ReliableConsumer
 
 from .chunking import ChunkingConfig
 from .contextualize import Contextualizer

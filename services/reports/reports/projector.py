@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord
 
-from platform_common.kafka import Publisher, ReliableConsumer
+from platform_common.kafka import Publisher
+from platform_common.stream import ReliableConsumer
 
 from .settings import ReportsSettings
 from .store import Store
