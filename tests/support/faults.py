@@ -90,8 +90,7 @@ async def run_with_faults(platform: Platform, settings, run_id: str, streams: in
         seen = await asyncio.to_thread(count_event_ids, settings, platform.topics["events.contextualized.v1"],
                                        sender.accepted, 60)
         uncontextualized = sender.accepted - set(seen)
-        # rag is still at-least-once (not transactional yet): its repeats are counted and printed, not refused
-        rag_repeated = sum(n - 1 for n in seen.values())
+        rag_repeated = sum(n - 1 for n in seen.values())  # rag commits its outputs transactionally
         rag_dead = read_messages(settings, dlq(topic), 1, timeout=5)
 
     dead = read_messages(settings, dlq(platform.topics["events.raw.v1"]), POISON + 5, timeout=10)
@@ -104,6 +103,7 @@ async def run_with_faults(platform: Platform, settings, run_id: str, streams: in
     assert duplicated == 0, f"{duplicated} repeated records on events.enriched.v1: " + \
         str(sorted((i, n) for i, n in enriched.items() if n > 1)[:5])
     assert not uncontextualized, f"{len(uncontextualized)} accepted events have no contextualized counterpart"
+    assert rag_repeated == 0, f"{rag_repeated} repeated records on events.contextualized.v1"
     assert not rag_dead, [m.headers() for m in rag_dead]
     assert len(per_key) == streams and set(per_key.values()) == {1}, per_key
     # only the poison records, each at least once (a consumer killed before its commit dead-letters it again)

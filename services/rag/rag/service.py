@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord
 from platform_common.kafka import CONTEXTUALIZED, Publisher, ensure_topics
 from platform_common.llm import LLM, InProcessLLM, make_llm
 from platform_common.ops import kafka_check, postgres_check, redis_check, registry_check
-from platform_common.stream import ReliableConsumer
+from platform_common.stream import ReliableConsumer, stream_publisher
 
 from .chunking import ChunkingConfig
 from .contextualize import Contextualizer
@@ -61,12 +61,17 @@ class RagService:
         await self.publisher.start()
         if consume:
             await ensure_topics(s, [s.rag_documents_topic, s.rag_enriched_topic, s.rag_contextualized_topic])
+            group = f"{s.rag_group}-contextualize"
+            # the contextualized records and the consumed offsets commit together (exactly once downstream)
+            self.context_publisher = stream_publisher(s, "exactly_once", group, s.rag_instance_id)
+            await self.context_publisher.start()
             self.consumers = [
                 ReliableConsumer(s, [s.rag_documents_topic], f"{s.rag_group}-documents", self.on_document,
                                  self.publisher),
                 # generation takes about a second per event: small batches keep polls within max.poll.interval
-                ReliableConsumer(s, [s.rag_enriched_topic], f"{s.rag_group}-contextualize", self.on_event,
-                                 self.publisher, max_poll_records=8),
+                # and transactions short
+                ReliableConsumer(s, [s.rag_enriched_topic], group, self.on_event, self.context_publisher,
+                                 guarantee="exactly_once", max_poll_records=8),
             ]
             for consumer in self.consumers:
                 await consumer.start()
@@ -77,6 +82,8 @@ class RagService:
     async def stop(self) -> None:
         for consumer in self.consumers:
             await consumer.stop()
+        if self.consumers:
+            await self.context_publisher.stop()
         await self.publisher.stop()
         await self.redis.aclose()
         await self.llm.aclose()
@@ -88,5 +95,5 @@ class RagService:
 
     async def on_event(self, value: dict, record: ConsumerRecord) -> None:
         out = await self.contextualizer.contextualize(value)
-        await self.publisher.publish(self.settings.rag_contextualized_topic, value["stream_id"], out,
-                                     schema_of=CONTEXTUALIZED)
+        await self.context_publisher.publish(self.settings.rag_contextualized_topic, value["stream_id"], out,
+                                             schema_of=CONTEXTUALIZED)

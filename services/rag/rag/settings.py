@@ -19,6 +19,8 @@ class RagSettings(CommonSettings):
     rag_enriched_topic: str = ENRICHED
     rag_contextualized_topic: str = CONTEXTUALIZED
     rag_group: str = "rag"
+    # with the group, the transactional id of the contextualizer (stable per replica; default: the host name)
+    rag_instance_id: str | None = None
     # chunking: words per chunk and words shared by neighbouring chunks; part of the index version
     rag_chunk_words: int = 120
     rag_chunk_overlap: int = 20
