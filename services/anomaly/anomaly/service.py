@@ -387,6 +387,9 @@ def create_app(settings: AnomalySettings) -> tuple[faust.App, AnomalyService]:
         web_enabled=False,
         topic_partitions=settings.kafka_partitions,
         consumer_auto_offset_reset="earliest",
+        # a killed worker's partitions move after this long without heartbeats (Faust's default is 60 s)
+        broker_session_timeout=settings.anomaly_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.anomaly_session_timeout_s / 3),
     )
     service = AnomalyService(settings)
     source = app.topic(settings.anomaly_source_topic, key_serializer="raw", value_serializer="raw")

@@ -17,6 +17,8 @@ class AnomalySettings(CommonSettings):
     # amortise those when the service is behind; `anomaly_batch_seconds` bounds the wait when it is not
     anomaly_batch_size: int = 2000
     anomaly_batch_seconds: float = 0.5
+    # a killed worker's partitions move to another after this long without heartbeats
+    anomaly_session_timeout_s: float = 10.0
     anomaly_train_workers: int = 1
     # JSON object overriding DetectorConfig fields, e.g. {"warmup": 300}; one configuration for every stream
     anomaly_detector: str = "{}"
