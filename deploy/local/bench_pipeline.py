@@ -83,14 +83,15 @@ def read_topic(settings: CommonSettings, topic: str) -> list[tuple[bytes, int]]:
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        out, done = [], {p: False for p in ends}
-        while not all(done.values()):
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            out.append((msg.value(), msg.timestamp()[1]))
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done[msg.partition()] = True
+        out: list[tuple[bytes, int]] = []
+        deadline = time.monotonic() + 300
+        # done by position, not by the last record's offset: a transaction's commit marker ends a partition
+        while any(tp.offset < ends[tp.partition] for tp in consumer.position([TopicPartition(topic, p) for p in ends])):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: {topic} could not be read to its end in 300 s")
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append((msg.value(), msg.timestamp()[1]))
         return out
     finally:
         consumer.close()
