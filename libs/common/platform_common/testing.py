@@ -165,7 +165,8 @@ def records_between(settings: CommonSettings, topic: str, partition: int, start:
     try:
         while time.monotonic() < deadline:
             msg = reader.poll(0.2)
-            if msg is not None and not msg.error() and msg.offset() < end:
+            offset = msg.offset() if msg is not None and not msg.error() else None
+            if offset is not None and offset < end:
                 found += 1
             position = reader.position([TopicPartition(topic, partition)])[0].offset
             if position >= end:
