@@ -70,10 +70,11 @@ class Stream:
 
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, publisher: Publisher,
                  handler: BatchHandler, guarantee: Guarantee = "exactly_once", batch_size: int = 500,
-                 batch_wait_ms: int = 20, retry_wait: float = 0.2, **consumer_options: Any):
+                 batch_wait_ms: int = 500, linger_ms: int = 0, retry_wait: float = 0.2, **consumer_options: Any):
         self.topics, self.group_id, self.publisher, self.handler = topics, group_id, publisher, handler
         self.guarantee = guarantee
-        self.batch_size, self.batch_wait_ms, self.retry_wait = batch_size, batch_wait_ms, retry_wait
+        self.batch_size, self.batch_wait_ms, self.linger_ms = batch_size, batch_wait_ms, linger_ms
+        self.retry_wait = retry_wait
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group_id,
@@ -95,13 +96,33 @@ class Stream:
 
     async def run(self, batch_timeout_ms: int | None = None, max_records: int | None = None) -> None:
         while True:
-            batches = await self.consumer.getmany(timeout_ms=batch_timeout_ms or self.batch_wait_ms,
-                                                  max_records=max_records or self.batch_size)
+            batches = await self._next_batch(batch_timeout_ms or self.batch_wait_ms, max_records or self.batch_size)
             async with self._batch:
                 owned = self.consumer.assignment()
                 batches = {tp: records for tp, records in batches.items() if tp in owned and records}
                 if batches:
                     await self._process(batches)
+
+    async def _next_batch(self, wait_ms: int, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Waits up to `wait_ms` for a first record, then lingers up to `linger_ms` for the batch to fill: under a
+        light load a batch (and its transaction) otherwise holds a record or two, and the per-transaction round trips
+        would cost more than the records."""
+        batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=max_records)
+        count = sum(len(records) for records in batches.values())
+        deadline = asyncio.get_running_loop().time() + self.linger_ms / 1000
+        while batches and count < max_records:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            more = await self.consumer.getmany(timeout_ms=int(left * 1000) or 1, max_records=max_records - count)
+            for tp, records in more.items():
+                held = batches.setdefault(tp, [])
+                # only what follows the held records: a partition re-assigned meanwhile is fetched again from its
+                # committed offset, and a record must not be processed twice in one batch
+                fresh = [r for r in records if not held or r.offset > held[-1].offset]
+                held += fresh
+                count += len(fresh)
+        return batches
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         records = [r for part in batches.values() for r in part]

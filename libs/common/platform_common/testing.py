@@ -176,6 +176,12 @@ def records_between(settings: CommonSettings, topic: str, partition: int, start:
         reader.close()
 
 
+def decode_avro(settings: CommonSettings, msg: Message) -> dict:
+    """Decodes a value with confluent-kafka's AvroDeserializer against the registry."""
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    return deserializer(msg.value(), SerializationContext(msg.topic() or "", MessageField.VALUE))
+
+
 def count_event_ids(settings: CommonSettings, topic: str, expected: set[str], timeout: float = 60.0,
                     settle: float = 3.0) -> Counter[str]:
     """How often each event id occurs in `topic` (Avro values), read committed from its beginning: until every

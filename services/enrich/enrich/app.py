@@ -19,7 +19,7 @@ def create_stream(settings: EnrichSettings) -> tuple[Stream, Enricher]:
     enricher = Enricher(settings, group, publisher)
     stream = Stream(settings, [settings.enrich_input_topic], group, publisher, enricher.handle,
                     guarantee=settings.enrich_processing_guarantee, batch_size=settings.enrich_stream_batch,
-                    batch_wait_ms=int(settings.enrich_stream_wait_s * 1000),
+                    linger_ms=int(settings.enrich_stream_wait_s * 1000),
                     session_timeout_ms=int(settings.enrich_session_timeout_s * 1000),
                     heartbeat_interval_ms=int(min(3.0, settings.enrich_session_timeout_s / 3) * 1000))
     return stream, enricher

@@ -36,9 +36,10 @@ class EnrichSettings(CommonSettings):
     enrich_default_language: str = "en"
     enrich_language_min_confidence: float = 0.5
 
-    # stream batching: up to this many records per batch (and transaction), waiting at most this long for them
+    # stream batching: up to this many records per batch (and transaction), lingering at most this long for them
+    # once the first arrived (each transaction costs broker round trips, so a batch should hold more than a few)
     enrich_stream_batch: int = 1000
-    enrich_stream_wait_s: float = 0.02
+    enrich_stream_wait_s: float = 0.1
     # a killed worker's partitions move to a new one after this long without heartbeats
     enrich_session_timeout_s: float = 10.0
     # model micro-batching, request timeout and circuit breaker
