@@ -55,17 +55,27 @@ def chat_app() -> FastAPI:
     return app
 
 
+async def make_report(reporter, definition) -> dict:
+    """A manual run of `definition` for the period ending at PERIOD_END; the stored report."""
+    reporter.config.reports.append(definition)
+    report_id, _ = await reporter.run_now(definition, PERIOD_END)
+    return (await reporter.store.stored(report_id))[0]
+
+
 @pytest.fixture
 async def stack(run_id):
     """rag (service + API on a port) and reports (store, generator with per-tenant rag keys); keys by name."""
     from rag.embedder import Embedder
     from rag.service import RagService
     from rag.settings import RagSettings
+    from reports.config import Config
     from reports.generator import ReportGenerator
     from reports.rag_client import RagClient
+    from reports.reporter import Reporter
     from reports.service import build_llm
     from reports.settings import ReportsSettings
     from reports.store import Store as ReportsStore
+    from reports.watermark import Watermark
 
     keys, entries = {}, []
     for name, tenant, roles in [("acme_writer", "acme", ["write"]), ("globex_writer", "globex", ["write"]),
@@ -91,18 +101,23 @@ async def stack(run_id):
         await ensure_topics(rsettings, [rsettings.reports_topic])
         publisher = Publisher(rsettings)
         await publisher.start()
+        watermark = Watermark(rsettings, [rsettings.reports_raw_topic], rsettings.reports_group)
+        await watermark.start()
         llm = build_llm(rsettings)
         try:
             async with serving(rag_app(rag, key_store)) as rag_url:
                 client = RagClient(rag_url, keys={"acme": keys["acme_reports"], "globex": keys["globex_reports"]})
-                generator = ReportGenerator(rsettings, store, llm, client, publisher)
+                # the tests add their definitions to the config
+                reporter = Reporter(rsettings, Config(), store, ReportGenerator(rsettings, store, llm, client),
+                                    publisher, watermark)
                 try:
                     yield SimpleNamespace(rag=rag, rag_url=rag_url, keys=keys, key_store=key_store, store=store,
-                                          generator=generator, rsettings=rsettings, rag_settings=rag_settings)
+                                          reporter=reporter, rsettings=rsettings, rag_settings=rag_settings)
                 finally:
                     await client.aclose()
         finally:
             await llm.aclose()
+            await watermark.stop()
             await publisher.stop()
             await store.drop()
             await store.close()
@@ -130,6 +145,7 @@ def readings(tenant: str) -> list[dict]:
 
 async def test_a_report_cites_its_own_tenants_and_the_shared_documents_only(stack):
     import httpx
+
     from reports.config import ReportDefinition
 
     async with httpx.AsyncClient(base_url=stack.rag_url) as http:
@@ -150,7 +166,7 @@ async def test_a_report_cites_its_own_tenants_and_the_shared_documents_only(stac
         definition = ReportDefinition(name=f"{tenant}-daily", title=f"{tenant} daily", tenant=tenant,
                                       cron="0 12 * * *", period="24h", context_query="maintenance strategy pump "
                                       "temperature target availability bonus")
-        reports[tenant], _, _ = await stack.generator.generate(definition, PERIOD_END, send=False)
+        reports[tenant] = await make_report(stack.reporter, definition)
 
     def cited(report: dict) -> set[tuple[str, str]]:
         return {(p["document_id"], p["text"]) for p in report["passages"]}
@@ -170,6 +186,7 @@ async def test_a_report_cites_its_own_tenants_and_the_shared_documents_only(stac
                     reason="schemathesis is not installed (test extras)")
 async def test_fuzzing_both_apis_with_valid_credentials_finds_no_server_error(stack, tmp_path):
     import httpx
+
     from reports.config import Config, ReportDefinition, User
     from reports.portal import SESSION_COOKIE
     from reports.portal import create_app as reports_app
@@ -179,10 +196,10 @@ async def test_fuzzing_both_apis_with_valid_credentials_finds_no_server_error(st
         await stack.store.upsert_event(e)
     definition = ReportDefinition(name="acme-daily", title="Acme daily", tenant="acme", cron="0 12 * * *",
                                   period="24h")
-    await stack.generator.generate(definition, PERIOD_END, send=False)  # a report for the fuzzer to find
+    await make_report(stack.reporter, definition)  # a report for the fuzzer to find
     config = Config(reports=[definition], users=[User(username="ann", tenant="acme",
                                                       password_hash=hash_password("ann-pw"))])
-    portal = reports_app(config, stack.store, stack.generator, {}, stack.rsettings, stack.key_store)
+    portal = reports_app(config, stack.store, stack.reporter, {}, stack.rsettings, stack.key_store)
     async with serving(portal) as reports_url:
         async with httpx.AsyncClient(base_url=reports_url) as http:
             signed_in = await http.post("/login", data={"username": "ann", "password": "ann-pw"},

@@ -68,6 +68,13 @@ class ReportDefinition(BaseModel):
         """The latest scheduled time at or before `now`: the end of the period that is due."""
         return croniter(self.cron, now + timedelta(microseconds=1)).get_prev(datetime)
 
+    def fire_times(self, since: datetime, until: datetime) -> list[datetime]:
+        """The scheduled times in (since, until], oldest first: the ends of the periods made in that span."""
+        times, schedule = [], croniter(self.cron, since)
+        while (at := schedule.get_next(datetime)) <= until:
+            times.append(at)
+        return times
+
 
 class User(BaseModel):
     username: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")

@@ -1,19 +1,16 @@
-"""Delivery of a generated report: email over SMTP with the PDF attached, and a Slack message with the summary and
-the portal link. Each outcome is returned (and counted); a failed channel does not stop the others."""
+"""Delivery of a generated report over one channel: email over SMTP with the PDF attached, or a Slack message with
+the summary and the portal link. The run table (`reporter`) retries each channel on its own."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import smtplib
 from email.message import EmailMessage
 
 import httpx
-from prometheus_client import Counter
 
-log = logging.getLogger(__name__)
-
-DELIVERIES = Counter("reports_deliveries_total", "Report deliveries by channel and outcome", ["channel", "outcome"])
+from .config import ReportDefinition
+from .settings import ReportsSettings
 
 
 def summary(report: dict, limit: int = 3) -> str:
@@ -27,6 +24,8 @@ def email_message(report: dict, pdf: bytes, sender: str, recipients: list[str]) 
     message["Subject"] = f"{report['title']} ({report['period_start'][:10]} to {report['period_end'][:10]})"
     message["From"] = sender
     message["To"] = ", ".join(recipients)
+    # the same id on every attempt: a mail system or client that got an earlier attempt can drop the copy
+    message["Message-ID"] = f"<{report['report_id']}@reports.platform>"
     message.set_content(f"{summary(report)}\n\nThe full report, with its charts and sources: {report['portal_url']}\n")
     message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{report['definition']}-"
                            f"{report['period_end'][:10]}-{report['report_id'][:8]}.pdf")
@@ -59,20 +58,13 @@ async def post_slack(report: dict, webhook_url: str) -> None:
         (await client.post(webhook_url, json={"text": text})).raise_for_status()
 
 
-async def deliver(report: dict, pdf: bytes, *, email: list[str], slack_url: str | None, smtp_host: str,
-                  smtp_port: int, sender: str) -> dict[str, str]:
-    outcomes: dict[str, str] = {}
-    channels = []
-    if email:
-        channels.append(("email", send_email(report, pdf, email, smtp_host, smtp_port, sender)))
-    if slack_url:
-        channels.append(("slack", post_slack(report, slack_url)))
-    for channel, job in channels:
-        try:
-            await job
-            outcomes[channel] = "delivered"
-        except Exception as e:  # one channel down must not block the others
-            outcomes[channel] = f"failed: {type(e).__name__}"
-            log.warning("report %s: %s delivery failed: %s", report["report_id"], channel, type(e).__name__)
-        DELIVERIES.labels(channel, outcomes[channel].split(":")[0]).inc()
-    return outcomes
+async def deliver(channel: str, report: dict, pdf: bytes, definition: ReportDefinition,
+                  settings: ReportsSettings) -> None:
+    """Sends the report over `channel`; raises if the receiver did not take it."""
+    if channel == "email":
+        await send_email(report, pdf, definition.recipients.email, settings.reports_smtp_host,
+                         settings.reports_smtp_port, settings.reports_smtp_sender)
+    elif channel == "slack" and settings.reports_slack_webhook_url:
+        await post_slack(report, settings.reports_slack_webhook_url)
+    else:
+        raise ValueError(f"no delivery over {channel!r}")

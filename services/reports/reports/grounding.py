@@ -1,103 +1,132 @@
-"""The numeric grounding guardrail: every number in the narrative must be one of the report's figures (a KPI, an
-anomaly) or appear in a cited passage.
+"""The narrative guardrail. The model writes references to the report's figures ({k3}, {a1}), never numbers; code
+fills in each figure's value with its unit. A sentence is kept only when:
 
-A number "matches" a figure when it is that figure rounded to the number of decimals the sentence uses, so
-"about 42.4" is grounded by 42.37 but "43" is not. Names that contain digits (stream ids, sources, metrics) and the
-dates of the period are not figures and are masked before numbers are read.
+- every reference is a figure of the report, and it cites at least one: a claim without a figure cannot be checked
+  against the data, so it is removed (report text never grounds anything, and passages hold no figure of the period);
+- it writes no number of its own (names that contain digits and the period's dates aside);
+- the clause around each reference names only that figure's stream, source, metric and statistic: two swapped
+  values, a figure put on the wrong stream, a mean called a maximum are all refused;
+- no unit follows a reference except the noun of a count ("{k1} events"): the unit comes with the value;
+- every name that looks like an id (pump-9, line_2) is a stream, source or metric of the report.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# a sign counts only where it is not a hyphen inside a name ("pump-7" holds 7, not -7)
+REF = re.compile(r"\{\s*([ka]\d+)\s*\}")
 NUMBER = re.compile(r"(?:(?<![\w.])[-+−])?(?<![\d.])\d[\d,]*(?:\.\d+)?%?")
-_WORD = re.compile(r"[a-z][a-z0-9-]+")
+_ID_LIKE = re.compile(r"(?<![\w-])[A-Za-z][\w]*[-_][\w-]*\d[\w-]*|(?<![\w-])[A-Za-z]+\d+\w*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-@dataclass
-class Source:
-    """Where a grounded number came from: a figure of the report, or a cited passage."""
-    ref: str  # figure id (k3, a1) or chunk id
-    kind: str  # "figure" or "passage"
-    values: list[float]
-    label: str = ""
+_UNIT_AFTER = re.compile(r"^\s*(%|per\s*cent|percent|percentage points?|ms|milliseconds?|seconds?|s|minutes?|hours?|"
+                         r"days?|degrees?|°c?|kg|km|eur|usd|gbp|units?|times|x|events?|alerts?|anomal(?:y|ies)|"
+                         r"readings?|requests?)(?!\w)", re.I)
+# what a count may be followed by: its own noun
+_COUNT_NOUNS = {"event_count": {"event", "events", "readings", "reading"},
+                "events_by_source": {"event", "events", "readings", "reading"},
+                "anomaly_count": {"anomaly", "anomalies", "alert", "alerts"}}
+# words that say which statistic a clause is about, and the figure kinds they fit
+_STATISTICS = [(re.compile(r"\b(mean|average|avg|typical)\b", re.I), {"metric_mean"}),
+               (re.compile(r"\b(highest|maximum|max|peak(?:ed)?)\b", re.I), {"metric_max", "anomaly"}),
+               (re.compile(r"\b(share|percent|percentage|proportion|negative)\b", re.I), {"negative_share"})]
 
 
 @dataclass
 class Checked:
-    sentence: str
-    grounded: dict[str, str] = field(default_factory=dict)  # number as written -> ref
-    ungrounded: list[str] = field(default_factory=list)
+    sentence: str  # as the model wrote it
+    text: str = ""  # with the figures filled in
+    segments: list[dict] = field(default_factory=list)  # {text} and {text, ref} parts of `text`
+    figures: dict[str, str] = field(default_factory=dict)  # value as shown -> figure id
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.ungrounded
+        return not self.problems
 
 
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
 
 
-def parse_number(token: str) -> tuple[float, int]:
-    """The value and the number of decimals written."""
-    token = token.replace("−", "-").replace(",", "").rstrip("%")
-    decimals = len(token.split(".")[1]) if "." in token else 0
-    return float(token), decimals
-
-
 def numbers_in(text: str) -> list[str]:
     return [m.group() for m in NUMBER.finditer(text)]
 
 
-def passage_sources(passages: list[dict]) -> list[Source]:
-    return [Source(p["chunk_id"], "passage", [parse_number(n)[0] for n in numbers_in(p.get("text", ""))],
-                   p.get("title", "")) for p in passages]
-
-
-def figure_sources(figures: list[dict]) -> list[Source]:
-    return [Source(f["id"], "figure", [f["value"], *(f[k] for k in ("score", "threshold") if k in f)], f["label"])
-            for f in figures]
+def _named(names: Iterable[str], text: str) -> set[str]:
+    return {n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text, re.I)}
 
 
 class Guard:
-    def __init__(self, sources: list[Source], names: Sequence[str | None], period: tuple[datetime, datetime]):
-        self.sources = sources
+    def __init__(self, figures: list[dict], period: tuple[datetime, datetime]):
+        self.figures = {f["id"]: f for f in figures}
+        self.streams = {f["stream"] for f in figures if f.get("stream")}
+        self.sources = {f["source"] for f in figures if f.get("source")}
+        self.metrics = {f["metric"] for f in figures if f.get("metric")}
         # longest first, so "pump-12" is masked before "pump-1"
-        self.names = sorted({n for n in names if n and re.search(r"\d", n)}, key=len, reverse=True)
-        self.date_parts = {float(v) for d in period for v in (d.year, d.month, d.day)}
-        self.date_patterns = [d.strftime(fmt) for d in period for fmt in ("%Y-%m-%d", "%H:%M", "%d/%m/%Y")]
-
-    def _mask(self, sentence: str) -> str:
-        for name in [*self.names, *self.date_patterns]:
-            sentence = sentence.replace(name, " ")
-        return sentence
+        self.names = sorted(self.streams | self.sources | self.metrics, key=len, reverse=True)
+        self.dates = [d.strftime(fmt) for d in period for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%H:%M")]
 
     def check(self, sentence: str) -> Checked:
         result = Checked(sentence)
-        for token in numbers_in(self._mask(sentence)):
-            ref = self.ground(token, sentence)
-            if ref is None:
-                result.ungrounded.append(token)
-            else:
-                result.grounded[token] = ref
+        refs = list(REF.finditer(sentence))
+        unknown = [m.group(1) for m in refs if m.group(1) not in self.figures]
+        if unknown:
+            result.problems.append(f"cites figures the report does not have: {', '.join(unknown)}")
+        if not refs:
+            result.problems.append("states no figure: a claim that cannot be checked against the data")
+        masked = REF.sub(" ", sentence)
+        for name in self.names:
+            masked = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", " ", masked, flags=re.I)
+        strangers = _ID_LIKE.findall(masked)
+        if strangers:
+            result.problems.append(f"names what the report does not hold: {', '.join(strangers)}")
+            masked = _ID_LIKE.sub(" ", masked)
+        for date in self.dates:
+            masked = masked.replace(date, " ")
+        if numbers := numbers_in(masked):
+            result.problems.append(f"writes numbers of its own: {', '.join(numbers)}")
+        for i, m in enumerate(refs):
+            figure = self.figures.get(m.group(1))
+            if figure is not None:
+                after = sentence[m.end():refs[i + 1].start() if i + 1 < len(refs) else len(sentence)]
+                before = sentence[refs[i - 1].end() if i else 0:m.start()]
+                result.problems += self._clause_problems(figure, before, after)
+        if result.ok:
+            self._fill(result, refs)
         return result
 
-    def ground(self, token: str, sentence: str = "") -> str | None:
-        """The source of `token`; when several hold it, the one whose label shares most words with the sentence
-        (97.5 in a sentence about an anomaly is the anomaly, not the period's maximum)."""
-        value, decimals = parse_number(token)
-        tolerance = 0.5 * 10 ** -decimals + 1e-9
-        # an unsigned number may state a negative figure's size ("fell by 5")
-        candidates = [value] if token[0] in "-+−" else [value, -value]
-        matches = [s for s in self.sources if any(abs(v - c) <= tolerance for v in s.values for c in candidates)]
-        if matches:
-            words = set(_WORD.findall(sentence.lower()))
-            return max(matches, key=lambda s: len(words & set(_WORD.findall(s.label.lower())))).ref
-        if decimals == 0 and not token.endswith("%") and value in self.date_parts:
-            return "period"
-        return None
+    def _clause_problems(self, figure: dict, before: str, after: str) -> list[str]:
+        """A reference's clause is the text since the previous reference, or, when that says nothing about what the
+        figure is, the text up to the next one ("{k3} was the mean temperature on pump-7")."""
+        about = before if self._describes(before) else after
+        problems = []
+        for names, own, what in ((self.streams, figure.get("stream"), "stream"),
+                                 (self.sources, figure.get("source"), "source"),
+                                 (self.metrics, figure.get("metric"), "metric")):
+            if wrong := sorted(_named(names, about) - {own}):
+                problems.append(f"{{{figure['id']}}} ({figure['label']}) is put on the {what} {', '.join(wrong)}")
+        for pattern, kinds in _STATISTICS:
+            word = pattern.search(about)
+            if word and figure["kind"] not in kinds:
+                problems.append(f"{{{figure['id']}}} ({figure['label']}) is called a {word.group(0).lower()}")
+        unit = _UNIT_AFTER.match(after)
+        if unit and unit.group(1).lower() not in _COUNT_NOUNS.get(figure["kind"], set()):
+            problems.append(f"{{{figure['id']}}} ({figure['label']}) is given the unit {unit.group(1)!r}")
+        return problems
+
+    def _describes(self, text: str) -> bool:
+        return bool(_named(self.names, text)) or any(p.search(text) for p, _ in _STATISTICS)
+
+    def _fill(self, result: Checked, refs: list[re.Match[str]]) -> None:
+        at, parts = 0, []
+        for m in refs:
+            figure = self.figures[m.group(1)]
+            parts += [{"text": result.sentence[at:m.start()]}, {"text": figure["display"], "ref": figure["id"]}]
+            result.figures[figure["display"]] = figure["id"]
+            at = m.end()
+        parts.append({"text": result.sentence[at:]})
+        result.segments = [p for p in parts if p["text"]]
+        result.text = "".join(p["text"] for p in result.segments)

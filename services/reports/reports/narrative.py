@@ -1,7 +1,8 @@
-"""The report's narrative from the shared LLM client, passed through the numeric grounding guardrail.
+"""The report's narrative from the shared LLM client, passed through the guardrail (`grounding.Guard`).
 
-A sentence with a number that no figure or cited passage holds is rewritten (within a budget of rewrites per report)
-and, if the rewrite is not grounded either, removed; every removal is recorded in the report.
+The model cites figures by reference and code fills in their values. A sentence the guard refuses is rewritten
+(within a budget of rewrites per report) and, if the rewrite is refused too, removed; every removal is recorded in
+the report with its reasons.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ SENTENCES = Counter("reports_narrative_sentences_total", "Narrative sentences by
 
 @dataclass
 class Narrative:
-    sentences: list[dict] = field(default_factory=list)  # {text, figures: {number as written: ref}}
-    removed: list[dict] = field(default_factory=list)  # {sentence, numbers, rewrite}
+    sentences: list[dict] = field(default_factory=list)  # {text, segments, figures: {value shown: ref}, draft}
+    removed: list[dict] = field(default_factory=list)  # {sentence, problems, rewrite}
     prompt_versions: list[str] = field(default_factory=list)
     model: str = ""
 
@@ -59,12 +60,12 @@ def facts_text(figures: list[dict], anomalies: list[dict]) -> str:
     flagged = {(a["stream"], a["metric"]) for a in anomalies}
     ranked = sorted(figures, key=lambda f: ("stream" in f or "source" in f,
                                             (f.get("stream"), f.get("metric")) not in flagged))
-    return "\n".join(f"- {f['label']}: {f['display']}" for f in ranked[:MAX_FACTS]) or "- none"
+    return "\n".join(f"- {{{f['id']}}} {f['label']} (now {f['display']})" for f in ranked[:MAX_FACTS]) or "- none"
 
 
 def anomalies_text(anomalies: list[dict]) -> str:
-    return "\n".join(f"- {a['label']} at {a['at'][:16].replace('T', ' ')}: value {a['display']} "
-                     f"(threshold {a['threshold']:g})" for a in anomalies) or "- none"
+    return "\n".join(f"- {{{a['id']}}} {a['label']} at {a['at'][:16].replace('T', ' ')} (value {a['display']})"
+                     for a in anomalies) or "- none"
 
 
 def passages_text(passages: list[dict]) -> str:
@@ -74,7 +75,7 @@ def passages_text(passages: list[dict]) -> str:
 async def write_narrative(llm: LLM, guard: Guard, *, title: str, period: str, figures: list[dict],
                           anomalies: list[dict], passages: list[dict], max_tokens: int,
                           max_rewrites: int) -> Narrative:
-    prompt, rewrite = load_prompt("narrative.v1"), load_prompt("rewrite.v1")
+    prompt, rewrite = load_prompt("narrative.v2"), load_prompt("rewrite.v2")
     result = Narrative(prompt_versions=[prompt.version, rewrite.version], model=llm.model)
     facts = facts_text(figures, anomalies)
     draft = await llm.generate(prompt.render(title=title, period=period, facts=facts,
@@ -84,19 +85,20 @@ async def write_narrative(llm: LLM, guard: Guard, *, title: str, period: str, fi
     # small models sometimes echo the prompt's header before the summary itself
     text = without_links_or_mentions(draft.text.rpartition("Summary:")[2])
     for sentence in split_sentences(text):
-        checked = guard.check(sentence)
+        first = checked = guard.check(sentence)
         attempt = None
         while not checked.ok and max_rewrites > 0:
             max_rewrites -= 1
-            attempt = (await llm.generate(rewrite.render(facts=facts, sentence=sentence), max_tokens)).text
+            attempt = (await llm.generate(rewrite.render(facts=facts, sentence=sentence,
+                                                         problems="; ".join(checked.problems)), max_tokens)).text
             attempt = " ".join(split_sentences(without_links_or_mentions(attempt))[:1])
             checked = guard.check(attempt) if attempt else checked
         if checked.ok:
             SENTENCES.labels("kept" if attempt is None else "rewritten").inc()
-            result.sentences.append({"text": checked.sentence, "figures": checked.grounded})
+            result.sentences.append({"text": checked.text, "segments": checked.segments, "figures": checked.figures,
+                                     "draft": checked.sentence})
         else:
             SENTENCES.labels("removed").inc()
-            result.removed.append({"sentence": sentence, "numbers": guard.check(sentence).ungrounded,
-                                   "rewrite": attempt})
+            result.removed.append({"sentence": sentence, "problems": first.problems, "rewrite": attempt})
     log.info("narrative: %d sentences kept, %d removed", len(result.sentences), len(result.removed))
     return result

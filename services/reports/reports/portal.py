@@ -32,7 +32,7 @@ from platform_common.ops import Check, ops_router
 
 from .charts import vega_embed_bundle
 from .config import Config
-from .generator import ReportGenerator
+from .reporter import Reporter
 from .settings import ReportsSettings
 from .signin import ATTEMPTS, Authenticator, LoginLimits, credential_fingerprint
 from .store import Scope, Store
@@ -77,7 +77,7 @@ def _origin(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else None
 
 
-def create_app(config: Config, store: Store, generator: ReportGenerator | None, checks: dict[str, Check],
+def create_app(config: Config, store: Store, reporter: Reporter | None, checks: dict[str, Check],
                settings: ReportsSettings | None = None, keys: KeyStore | None = None) -> FastAPI:
     """`keys` (the API's key store) is read from API_KEYS / API_KEYS_FILE unless given."""
     settings = settings or ReportsSettings()
@@ -207,8 +207,11 @@ def create_app(config: Config, store: Store, generator: ReportGenerator | None, 
         figure = next((f for f in report["kpis"] + report["anomalies"] if f["id"] == ref), None)
         if figure is None:
             raise HTTPException(404, f"no figure {ref} in this report")
+        # the rows as of the moment the figures were computed: late rows do not change a made report's drill-down
+        as_of = report["lineage"].get("as_of")
         scope = Scope(report["tenant"], datetime.fromisoformat(report["period_start"]),
-                      datetime.fromisoformat(report["period_end"]))
+                      datetime.fromisoformat(report["period_end"]),
+                      as_of=datetime.fromisoformat(as_of) if as_of else None)
         return figure["label"], await store.rows(scope, **figure["drill"])
 
     # --- the portal: HTML pages (and the drill-down rows their script fetches), for a signed-in user ----------
@@ -264,17 +267,21 @@ def create_app(config: Config, store: Store, generator: ReportGenerator | None, 
     @pages.post("/api/definitions/{name}/run")
     async def run(name: Annotated[str, PathParam(max_length=64)], period_end: datetime | None = None,
                   who: Principal = Depends(require("write"))) -> dict:
-        """Generates (and delivers) a definition's report now, for the period ending at `period_end` (default: now)."""
+        """Makes a new version of a definition's report for the period ending at `period_end` (default: now), and
+        publishes and delivers it; earlier versions are kept."""
         try:
             definition = config.definition(name)
         except KeyError:
             raise HTTPException(404, f"no report definition {name}") from None
-        if definition.tenant != who.tenant or generator is None:
+        if definition.tenant != who.tenant or reporter is None:
             raise HTTPException(404, f"no report definition {name}")
         end = period_end or datetime.now(UTC)
-        report, _, outcomes = await generator.generate(definition, end if end.tzinfo else end.replace(tzinfo=UTC))
-        return {"report_id": report["report_id"], "portal_url": report["portal_url"], "deliveries": outcomes,
-                "removed_sentences": len(report["removed"])}
+        report_id, deliveries = await reporter.run_now(definition, end if end.tzinfo else end.replace(tzinfo=UTC))
+        report = await store.report(report_id, who.tenant)
+        if report is None:  # generation or publication failed: the run is retried, its error is in the run table
+            raise HTTPException(503, f"report {report_id} is not made yet; it is retried")
+        return {"report_id": report_id, "version": report["version"], "portal_url": report["portal_url"],
+                "deliveries": deliveries, "removed_sentences": len(report["removed"])}
 
     app.include_router(pages)
     return app

@@ -29,8 +29,10 @@ async def fingerprint(conn: asyncpg.Connection, schema: str) -> dict[str, tuple[
     """Row count and an md5 over the rows in key order, per projection table."""
     out = {}
     for table, key in TABLES.items():
-        row = await conn.fetchrow(f"select count(*) as n, md5(coalesce(string_agg(t::text, '|' order by {key}), '')) "
-                                  f"as digest from {schema}.{table} t")
+        # when a row was projected is not its content: a rebuild stamps every row anew
+        row = await conn.fetchrow(
+            f"select count(*) as n, md5(coalesce(string_agg((to_jsonb(t) - 'projected_at' - 'enriched_at')::text, "
+            f"'|' order by {key}), '')) as digest from {schema}.{table} t")
         out[table] = (row["n"], row["digest"])
     return out
 

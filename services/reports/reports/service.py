@@ -1,4 +1,4 @@
-"""Wires the service: store, projector, LLM, rag client, scheduler and portal on one event loop."""
+"""Wires the service: store, projector, LLM, rag client, run driver, scheduler and portal on one event loop."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from .generator import ReportGenerator
 from .portal import create_app
 from .projector import projector
 from .rag_client import RagClient
-from .scheduler import schedule
+from .reporter import Reporter
+from .scheduler import Scheduler
 from .settings import ReportsSettings
 from .store import Store
+from .watermark import Watermark
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +58,19 @@ async def run(settings: ReportsSettings) -> None:
         await llm.load()  # the first report should not pay for the model load
     rag = RagClient(settings.reports_rag_url, settings.reports_rag_top_k,
                     keys={t: k.get_secret_value() for t, k in settings.reports_rag_api_keys.items()})
-    generator = ReportGenerator(settings, store, llm, rag, publisher)
-    app = create_app(config, store, generator, {
+    watermark = Watermark(settings, consumer.topics, settings.reports_group)
+    await watermark.start()
+    reporter = Reporter(settings, config, store, ReportGenerator(settings, store, llm, rag), publisher, watermark)
+    app = create_app(config, store, reporter, {
         "kafka": kafka_check(settings.kafka_bootstrap_servers),
         "schema_registry": registry_check(settings.schema_registry_url),
         "postgres": postgres_check(settings.database_url)}, settings)
     log.info("reports: %d definitions, portal on port %d", len(config.reports), settings.reports_port)
     try:
-        await asyncio.gather(consumer.run(), schedule(config, generator, settings.reports_schedule_interval_seconds),
+        await asyncio.gather(consumer.run(), Scheduler(settings, config, reporter).run(),
                              serve(app, settings.reports_port, settings.reports_host))
     finally:
+        await watermark.stop()
         await consumer.stop()
         await publisher.stop()
         await rag.aclose()

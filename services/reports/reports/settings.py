@@ -1,8 +1,9 @@
 """The reports service's settings: the shared ones plus `REPORTS_*` variables."""
 
+import socket
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from platform_common.kafka import ANOMALIES, ENRICHED, RAW, REPORTS
 from platform_common.settings import CommonSettings
@@ -53,3 +54,17 @@ class ReportsSettings(CommonSettings):
     reports_smtp_sender: str = "reports@platform.local"
     reports_slack_webhook_url: str | None = None
     reports_schedule_interval_seconds: float = 30.0
+    # a period is made once the projections hold every event published until its end plus this grace
+    reports_grace_seconds: float = 300.0
+    # at start, periods that ended this long ago at most and were never made are made (an outage's missed periods)
+    reports_backfill_hours: float = 48.0
+    # late events that change a made period's figures make a new version, until this long after the period's end
+    reports_lateness_hours: float = 24.0
+    # each step of a run (generate, publish, each delivery) is tried this often, backing off, then dead-lettered
+    reports_max_attempts: int = 8
+    reports_retry_base_seconds: float = 5.0
+    reports_retry_max_seconds: float = 600.0
+    # a run is driven by one replica: it holds a lease this long, renewed at each step (another takes it after)
+    reports_lease_seconds: float = 300.0
+    # stable across restarts (a pod's name, a host's): a restarted replica resumes its own runs at once
+    reports_instance_id: str = Field(default_factory=socket.gethostname)

@@ -43,6 +43,9 @@ class Scope:
     end: datetime
     streams: list[str] | None = None
     metrics: list[str] | None = None
+    # rows projected (and enrichment applied) after this moment are not seen: a report's figures and its
+    # drill-down read the same rows, however many late events arrived since
+    as_of: datetime | None = None
 
 
 class Store:
@@ -88,9 +91,10 @@ class Store:
         entities = [{k: e[k] for k in ("field", "text", "label")} for e in event.get("entities") or []]
         columns = (*_BASE, "enriched", "sentiment", "negative", "entities")
         await self.pool.execute(
-            f"""insert into {self.s}.events ({", ".join(columns)})
-                values ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, $10, $11)
-                on conflict (tenant, event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in columns[2:])}""",
+            f"""insert into {self.s}.events ({", ".join(columns)}, enriched_at)
+                values ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, $10, $11, clock_timestamp())
+                on conflict (tenant, event_id) do update set {", ".join(f"{c} = excluded.{c}" for c in columns[2:])},
+                  enriched_at = coalesce(events.enriched_at, excluded.enriched_at)""",
             *self._base_values(event), sentiment, negative, entities)
 
     @staticmethod
@@ -116,13 +120,21 @@ class Store:
 
     # --- KPIs, series and the rows behind them ----------------------------------------------------------------
 
+    _AS_OF = "($5::timestamptz is null or projected_at <= $5)"
+    _ENRICHED_BY = "($5::timestamptz is null or enriched_at <= $5)"
     _EVENTS_IN = ("tenant = $1 and occurred_at >= $2 and occurred_at < $3 "
-                  "and ($4::text[] is null or stream_id = any($4))")
+                  f"and ($4::text[] is null or stream_id = any($4)) and {_AS_OF}")
     _ANOMALIES_IN = ("tenant = $1 and action = 'trigger' and window_end >= $2 and window_start < $3 "
-                     "and ($4::text[] is null or stream_id = any($4)) and ($5::text[] is null or metric = any($5))")
+                     f"and ($4::text[] is null or stream_id = any($4)) and {_AS_OF} "
+                     "and ($6::text[] is null or metric = any($6))")
 
     def _args(self, scope: Scope) -> tuple:
-        return scope.tenant, scope.start, scope.end, scope.streams
+        return scope.tenant, scope.start, scope.end, scope.streams, scope.as_of
+
+    async def now(self) -> datetime:
+        """The database's clock: `Scope.as_of` compares with rows stamped by it."""
+        value: datetime = await self.pool.fetchval("select clock_timestamp()")
+        return value
 
     async def stream_counts(self, scope: Scope) -> list[asyncpg.Record]:
         return await self.pool.fetch(
@@ -139,13 +151,13 @@ class Store:
             f"""select stream_id, m.key as metric, avg(m.value::float8) as mean, max(m.value::float8) as max,
                        count(*) as n
                 from {self.s}.events, jsonb_each_text(metrics) m
-                where {self._EVENTS_IN} and ($5::text[] is null or m.key = any($5))
+                where {self._EVENTS_IN} and ($6::text[] is null or m.key = any($6))
                 group by stream_id, m.key order by stream_id, m.key""", *self._args(scope), scope.metrics)
 
     async def negative_shares(self, scope: Scope) -> list[asyncpg.Record]:
         return await self.pool.fetch(
             f"""select stream_id, 100.0 * avg(case when negative then 1 else 0 end) as share, count(*) as n
-                from {self.s}.events where {self._EVENTS_IN} and negative is not null
+                from {self.s}.events where {self._EVENTS_IN} and negative is not null and {self._ENRICHED_BY}
                 group by stream_id order by stream_id""", *self._args(scope))
 
     async def anomalies(self, scope: Scope) -> list[asyncpg.Record]:
@@ -158,10 +170,10 @@ class Store:
     async def series(self, scope: Scope, bucket: timedelta) -> list[asyncpg.Record]:
         """Mean of each metric of each stream per time bucket (buckets aligned on the window's start)."""
         return await self.pool.fetch(
-            f"""select stream_id, m.key as metric, date_bin($6::interval, occurred_at, $2) as bucket,
+            f"""select stream_id, m.key as metric, date_bin($7::interval, occurred_at, $2) as bucket,
                        avg(m.value::float8) as value, count(*) as n
                 from {self.s}.events, jsonb_each_text(metrics) m
-                where {self._EVENTS_IN} and ($5::text[] is null or m.key = any($5))
+                where {self._EVENTS_IN} and ($6::text[] is null or m.key = any($6))
                 group by 1, 2, 3 order by 1, 2, 3""", *self._args(scope), scope.metrics, bucket)
 
     async def rows(self, scope: Scope, *, table: str, stream: str | None = None, source: str | None = None,
@@ -171,50 +183,51 @@ class Store:
             records = await self.pool.fetch(
                 f"""select alert_id, stream_id, metric, value, score, threshold, severity, window_start, window_end,
                            event_id from {self.s}.anomalies
-                    where {self._ANOMALIES_IN} and ($6::text is null or stream_id = $6)
+                    where {self._ANOMALIES_IN} and ($7::text is null or stream_id = $7)
                     order by window_end, alert_id limit {int(limit)}""",
                 *self._args(scope), [metric] if metric else None, stream)
         else:
             records = await self.pool.fetch(
-                f"""select event_id, stream_id, source, type, occurred_at, metrics, sentiment, negative
+                f"""select event_id, stream_id, source, type, occurred_at, metrics,
+                       case when {self._ENRICHED_BY} then sentiment end as sentiment,
+                       case when {self._ENRICHED_BY} then negative end as negative
                     from {self.s}.events
-                    where {self._EVENTS_IN} and ($5::text is null or stream_id = $5)
-                      and ($6::text is null or source = $6) and ($7::text is null or metrics ? $7)
-                      and ($8::boolean is null or negative is not null)
+                    where {self._EVENTS_IN} and ($6::text is null or stream_id = $6)
+                      and ($7::text is null or source = $7) and ($8::text is null or metrics ? $8)
+                      and ($9::boolean is null or (negative is not null and {self._ENRICHED_BY}))
                     order by occurred_at, event_id limit {int(limit)}""",
                 *self._args(scope), stream, source, metric, negative)
         return [dict(r) for r in records]
 
     # --- reports ------------------------------------------------------------------------------------------------
 
-    async def save_report(self, report: dict, pdf: bytes, pdf_sha256: str) -> None:
-        """Idempotent on the report id (one per definition and period): a re-run replaces the earlier copy."""
-        await self.pool.execute(
-            f"""insert into {self.s}.reports (report_id, tenant, definition, title, period_start, period_end,
-                                              generated_at, content, pdf, pdf_sha256)
-                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                on conflict (report_id) do update set title = excluded.title, generated_at = excluded.generated_at,
-                  content = excluded.content, pdf = excluded.pdf, pdf_sha256 = excluded.pdf_sha256""",
-            report["report_id"], report["tenant"], report["definition"], report["title"],
-            datetime.fromisoformat(report["period_start"]), datetime.fromisoformat(report["period_end"]),
-            datetime.fromisoformat(report["generated_at"]), report, pdf, pdf_sha256)
+    async def stored(self, report_id: str) -> tuple[dict, bytes, str]:
+        row = await self.pool.fetchrow(f"select content, pdf, pdf_sha256 from {self.s}.reports where report_id = $1",
+                                       report_id)
+        if row is None:
+            raise LookupError(f"no stored report {report_id}")
+        return row["content"], row["pdf"], row["pdf_sha256"]
 
-    async def has_report(self, report_id: str) -> bool:
-        return bool(await self.pool.fetchval(f"select 1 from {self.s}.reports where report_id = $1", report_id))
+    # what the portal and the API show: published reports (a report is stored before it is published)
+    _SHOWN = ("exists (select 1 from {s}.runs u where u.report_id = r.report_id "
+              "and u.state in ('published', 'done'))")
 
     async def list_reports(self, tenant: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
-            f"""select report_id, definition, title, period_start, period_end, generated_at
-                from {self.s}.reports where tenant = $1 order by generated_at desc limit 200""", tenant)
+            f"""select report_id, definition, version, title, period_start, period_end, generated_at
+                from {self.s}.reports r where tenant = $1 and {self._SHOWN.format(s=self.s)}
+                order by generated_at desc limit 200""", tenant)
 
     async def report(self, report_id: str, tenant: str) -> dict | None:
         """None as well for another tenant's report: its existence is not disclosed."""
         return await self.pool.fetchval(
-            f"select content from {self.s}.reports where report_id = $1 and tenant = $2", report_id, tenant)
+            f"select content from {self.s}.reports r where report_id = $1 and tenant = $2 "
+            f"and {self._SHOWN.format(s=self.s)}", report_id, tenant)
 
     async def pdf(self, report_id: str, tenant: str) -> bytes | None:
         return await self.pool.fetchval(
-            f"select pdf from {self.s}.reports where report_id = $1 and tenant = $2", report_id, tenant)
+            f"select pdf from {self.s}.reports r where report_id = $1 and tenant = $2 "
+            f"and {self._SHOWN.format(s=self.s)}", report_id, tenant)
 
     # --- portal sessions ----------------------------------------------------------------------------------------
 

@@ -17,13 +17,15 @@ from fastapi import FastAPI, Request
 
 from platform_common.kafka import Publisher, ensure_topics
 from platform_common.testing import free_port
-from reports.config import Config, ReportDefinition, User
+from reports.config import Config, Recipients, ReportDefinition, User
 from reports.generator import ReportGenerator
 from reports.rag_client import RagClient
+from reports.reporter import Reporter
 from reports.service import build_llm
 from reports.settings import ReportsSettings
 from reports.signin import hash_password
 from reports.store import Store
+from reports.watermark import Watermark
 
 PERIOD_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SPIKE_AT = PERIOD_END - timedelta(hours=5, minutes=30)
@@ -122,6 +124,7 @@ async def period(store: Store) -> dict:
 
 DEFINITION = ReportDefinition(name="daily-ops", title="Daily operations", tenant="default", cron="0 12 * * *",
                               period="24h", recipients={"email": ["ops@example.com"], "slack": True})
+QUIET = DEFINITION.model_copy(update={"name": "daily-quiet", "recipients": Recipients()})
 
 
 ALICE_HASH, MALLORY_HASH = hash_password("alice-pw"), hash_password("mallory-pw")  # argon2id: once per session
@@ -130,7 +133,7 @@ RAG_KEY = "pk_testkey_" + "k" * 32  # what the generator sends the rag stand-in 
 
 @pytest.fixture
 def config() -> Config:
-    return Config(reports=[DEFINITION], users=[
+    return Config(reports=[DEFINITION, QUIET], users=[
         User(username="alice", tenant="default", password_hash=ALICE_HASH),
         User(username="mallory", tenant="other", password_hash=MALLORY_HASH)])
 
@@ -173,15 +176,28 @@ PASSAGES = [{"chunk_id": "strategy-1#0", "document_id": "strategy-1", "source_ur
              "score": 0.71}]
 
 
-DRAFT = ("The period saw 49 events. The critical anomaly in temperature on pump-7 reached 97.5 against a "
-         "threshold of 3.5. Revenue grew by 9999 units compared to last week. Mean temperature on pump-7 was 43.26, "
-         "under the target of 60 degrees. Customer satisfaction reached 73.5%.")
+# figure ids of the known period: k1 all events, k8 mean and k9 highest temperature on pump-7, a1 the anomaly
+DRAFT = ("The period saw {k1} events. The critical anomaly in temperature on pump-7 reached {a1}. "
+         "Revenue grew by 9999 units compared to last week. Mean temperature on pump-7 was {k8}. "
+         "Highest temperature on line-2 was {k9}. Fraud caused the outage.")
 REWRITE = "Revenue rose by 4242 percent."
 
 
+def reporter_of(rsettings: ReportsSettings, store: Store, llm, rag: RagClient, publisher: Publisher,
+                config: Config, watermark: Watermark) -> Reporter:
+    return Reporter(rsettings, config, store, ReportGenerator(rsettings, store, llm, rag), publisher, watermark)
+
+
+async def make_report(reporter: Reporter, definition: ReportDefinition, end: datetime) -> tuple[dict, bytes]:
+    """A manual run of `definition` for the period ending at `end`, driven to its end; the stored report."""
+    report_id, _ = await reporter.run_now(definition, end)
+    report, pdf, _ = await reporter.store.stored(report_id)
+    return report, pdf
+
+
 @pytest.fixture
-async def generator(rsettings, store, period):
-    """A generator over the known period, with the rag and chat stand-ins, publishing to this run's topics."""
+async def reporter(rsettings, store, period, config):
+    """A run driver over the known period, with the rag and chat stand-ins, publishing to this run's topics."""
     rag, chat = rag_app(PASSAGES), chat_app(DRAFT, REWRITE)
     async with serving(rag) as rag_url, serving(chat) as chat_url:
         rsettings.reports_rag_url = rag_url
@@ -189,22 +205,26 @@ async def generator(rsettings, store, period):
         await ensure_topics(rsettings, [rsettings.reports_topic])
         publisher = Publisher(rsettings)
         await publisher.start()
+        watermark = Watermark(rsettings, [rsettings.reports_raw_topic, rsettings.reports_enriched_topic,
+                                          rsettings.reports_anomalies_topic], rsettings.reports_group)
+        await watermark.start()
         llm, client = build_llm(rsettings), RagClient(rag_url, keys={"default": RAG_KEY})
-        generator = ReportGenerator(rsettings, store, llm, client, publisher)
-        generator.stubs = SimpleNamespace(rag=rag.state, chat=chat.state)
+        reporter = reporter_of(rsettings, store, llm, client, publisher, config, watermark)
+        reporter.stubs = SimpleNamespace(rag=rag.state, chat=chat.state)
         try:
-            yield generator
+            yield reporter
         finally:
+            await watermark.stop()
             await publisher.stop()
             await llm.aclose()
             await client.aclose()
 
 
 @pytest.fixture
-async def generated(generator):
-    """The report of the known period, published to this run's reports topic."""
-    report, pdf, _ = await generator.generate(DEFINITION, PERIOD_END, send=False)
-    return report, pdf, generator.stubs.rag, generator.stubs.chat
+async def generated(reporter):
+    """The report of the known period (no recipients), published to this run's reports topic."""
+    report, pdf = await make_report(reporter, QUIET, PERIOD_END)
+    return report, pdf, reporter.stubs.rag, reporter.stubs.chat
 
 
 @pytest.fixture
@@ -212,5 +232,6 @@ def h() -> SimpleNamespace:
     """The helpers above, for test modules (with --import-mode=importlib they cannot import conftest)."""
     return SimpleNamespace(serving=serving, free_port=free_port, rag_app=rag_app, chat_app=chat_app, event=event,
                            anomaly=anomaly,
-                           period_events=period_events, DEFINITION=DEFINITION, PASSAGES=PASSAGES,
+                           period_events=period_events, DEFINITION=DEFINITION, QUIET=QUIET, PASSAGES=PASSAGES,
+                           make_report=make_report, reporter_of=reporter_of,
                            PERIOD_END=PERIOD_END, SPIKE=SPIKE, SPIKE_AT=SPIKE_AT, REWRITE=REWRITE, RAG_KEY=RAG_KEY)

@@ -8,8 +8,10 @@ from email import policy
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 
+from reports.config import Recipients
 from reports.delivery import deliver, slack_text
 from reports.narrative import without_links_or_mentions
+from reports.settings import ReportsSettings
 
 
 class Inbox:
@@ -44,16 +46,19 @@ async def test_email_arrives_with_the_pdf_and_slack_gets_the_summary_and_link(h)
     pdf = b"%PDF-1.7\n fake body for the attachment test\n%%EOF"
     try:
         async with h.serving(slack) as slack_url:
-            outcomes = await deliver(report_fixture(), pdf, email=["ops@example.com", "cto@example.com"],
-                                     slack_url=f"{slack_url}/hook", smtp_host="127.0.0.1",
-                                     smtp_port=controller.port,
-                                     sender="reports@platform.local")
+            settings = ReportsSettings(reports_slack_webhook_url=f"{slack_url}/hook", reports_smtp_host="127.0.0.1",
+                                       reports_smtp_port=controller.port)
+            definition = h.DEFINITION.model_copy(update={"recipients": Recipients(
+                email=["ops@example.com", "cto@example.com"], slack=True)})
+            for channel in ("email", "slack"):
+                await deliver(channel, report_fixture(), pdf, definition, settings)
     finally:
         await asyncio.to_thread(controller.stop)
-    assert outcomes == {"email": "delivered", "slack": "delivered"}
     [(recipients, message)] = inbox.messages
     assert recipients == ["ops@example.com", "cto@example.com"]
     assert message["Subject"] == "Daily operations (2026-11-19 to 2026-11-20)"
+    # the same on every attempt: a receiver that got an earlier attempt can tell
+    assert message["Message-ID"] == "<7f1c0000-0000-0000-0000-000000000001@reports.platform>"
     assert message.is_multipart()
     body = message.get_body(("plain",)).get_content()
     assert "Critical anomaly in temperature on pump-7" in body and "http://portal.test/reports/" in body
@@ -81,18 +86,3 @@ def test_model_output_loses_links_and_mentions_but_keeps_comparisons():
         "See <https://evil.example|the docs> <!here> [docs](http://x.io/y) www.evil.org/a evil.com/p, "
         "mail ops@example.com, ping @alice.") == "See the docs docs mail , ping alice."
     assert without_links_or_mentions("Mean 43.2 < 60 and > 3 on pump-7.") == "Mean 43.2 < 60 and > 3 on pump-7."
-
-
-async def test_a_channel_that_fails_does_not_stop_the_others(h):
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=h.free_port())
-    controller.start()
-    try:
-        outcomes = await deliver(report_fixture(), b"%PDF-", email=["ops@example.com"],
-                                 slack_url=f"http://127.0.0.1:{h.free_port()}/nobody-listens",
-                                 smtp_host="127.0.0.1", smtp_port=controller.port,
-                                 sender="reports@platform.local")
-    finally:
-        await asyncio.to_thread(controller.stop)
-    assert outcomes == {"email": "delivered", "slack": "failed: ConnectError"}
-    assert len(inbox.messages) == 1
