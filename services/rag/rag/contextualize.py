@@ -87,8 +87,7 @@ class Contextualizer:
         self.prompt = load_prompt("category_summary.v1")
 
     async def relevant(self, query: str, filters: Filters) -> list[Hit]:
-        hits = await self.retriever.search(query, filters, k=self.top_k)
-        return [h for h in hits if h.similarity >= self.min_score]
+        return (await self.retriever.search(query, filters, k=self.top_k)).grounding(self.min_score)
 
     async def contextualize(self, event: dict) -> dict:
         query = event_query(event)

@@ -51,7 +51,7 @@ class RagService:
             await self.llm.load()
         self.indexer = Indexer(self.store, self.embedder, self.chunking)
         await self.indexer.open()
-        self.retriever = Retriever(self.store, self.embedder, self.indexer)
+        self.retriever = Retriever(self.store, self.embedder, self.indexer, s.rag_keyword_timeout_ms)
         self.redis = redis.from_url(s.redis_url, socket_timeout=2)
         self.generator = Generator(self.llm, self.redis, s.rag_llm_max_tokens, s.rag_cache_ttl_seconds)
         self.generation_limit = GenerationLimit(self.redis, s.rag_generations_per_minute,

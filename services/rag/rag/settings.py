@@ -26,8 +26,11 @@ class RagSettings(CommonSettings):
     rag_chunk_overlap: int = 20
     rag_embed_batch: int = 64
     rag_torch_threads: int = 1
-    # cosine similarity under which a passage does not count as grounding
+    # cosine similarity under which a passage does not count as grounding (unless it holds most of the query's
+    # BM25 mass: rag/retrieval.py)
     rag_min_score: float = 0.3
+    # time budget of a query's keyword side; past it the query is answered from the dense side alone
+    rag_keyword_timeout_ms: int = 250
     rag_top_k: int = 4
     rag_llm_backend: str = "embedded"  # embedded or openai
     rag_llm_runtime: str = "llama.cpp"  # the embedded backend's runtime: llama.cpp or transformers

@@ -1,8 +1,9 @@
 """The service's tables in PostgreSQL: documents, the index registry and one chunk table per index.
 
 Each index (embedder name + version + chunking config) has its own chunk table with its own vector dimension,
-HNSW index and full-text index, so a new embedder builds beside the old one and a query never mixes vectors of
-two models. Tables are created idempotently at start, under an advisory lock so concurrent starts do not race.
+HNSW index and lexemes (`tsv`, with BM25 statistics kept by triggers: rag/keyword.py), so a new embedder builds
+beside the old one and a query never mixes vectors of two models. Tables are created idempotently at start, under
+an advisory lock so concurrent starts do not race.
 
 Documents and chunks are keyed by (tenant, id): two tenants may use the same document id without touching each
 other's rows, and every read names the tenants it may see (the caller's and the shared namespace). Tables made by
@@ -50,6 +51,18 @@ class Filters:
 
 def visible_tenants(tenant: str) -> list[str]:
     return sorted({tenant, RESERVED_TENANT})
+
+
+def filter_clause(filters: Filters, first: int, prefix: str = "") -> tuple[str, list]:
+    """The SQL condition of `filters` on a chunk table (columns named with `prefix`) and its arguments, numbered
+    from `first`; the tenant clause always comes first, with the visible tenants as argument `first`."""
+    clauses = [f"{prefix}tenant = ANY(${first})"]
+    args: list[Any] = [filters.tenants()]
+    for column, value in (("sector", filters.sector), ("doc_type", filters.doc_type)):
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{prefix}{column} = ${first + len(args) - 1}")
+    return " AND ".join(clauses), args
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,7 @@ class Store:
                 CREATE INDEX IF NOT EXISTS {t}_hnsw ON {s}.{t} USING hnsw (embedding vector_cosine_ops);
                 CREATE INDEX IF NOT EXISTS {t}_tsv ON {s}.{t} USING gin (tsv);
                 CREATE INDEX IF NOT EXISTS {t}_tdoc ON {s}.{t} (tenant, document_id, content_hash);""")
+            await conn.execute(f"SELECT {s}.keyword_attach($1)", t)  # BM25 statistics (rag/keyword.py)
             await conn.execute(f"UPDATE {s}.indexes SET active = (index_version = $1)", version)
         return IndexInfo(version, table, embedder_name, embedder_version, dim, chunking.as_dict()), bool(created)
 
@@ -222,8 +236,8 @@ class Store:
         return sorted(r["document_id"] for r in rows)
 
     async def delete_document(self, tenant: str, document_id: str) -> bool:
-        """Removes the tenant's document and its chunks (vectors and keyword entries live in the same rows) from
-        every index, old ones included: a deletion leaves no trace anywhere."""
+        """Removes the tenant's document and its chunks (vectors and lexemes live in the same rows; the triggers
+        take them out of the BM25 statistics) from every index, old ones included: a deletion leaves no trace."""
         s = self.schema
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _lock_key(tenant, document_id))
@@ -274,58 +288,11 @@ class Store:
             f"SELECT {CHUNK_COLUMNS} FROM {self.schema}.{index.table} WHERE tenant = $1 AND document_id = $2 "
             "ORDER BY ordinal", tenant, document_id)
 
-    def _where(self, filters: Filters, first: int) -> tuple[str, list]:
-        """The filter clause; the tenant clause is always there (`Filters` cannot be made without a tenant)."""
-        clauses = [f"tenant = ANY(${first})"]
-        args: list[Any] = [filters.tenants()]
-        for column, value in (("sector", filters.sector), ("doc_type", filters.doc_type)):
-            if value is not None:
-                args.append(value)
-                clauses.append(f"{column} = ${first + len(args) - 1}")
-        return " AND ".join(clauses), args
-
     async def dense(self, index: IndexInfo, vector: np.ndarray, filters: Filters, n: int) -> list[asyncpg.Record]:
-        where, args = self._where(filters, 3)
+        where, args = filter_clause(filters, 3)
         return await self.pool.fetch(f"""
             SELECT {CHUNK_COLUMNS}, 1 - (embedding <=> $1) AS similarity FROM {self.schema}.{index.table}
             WHERE {where} ORDER BY embedding <=> $1 LIMIT $2""", vector, n, *args)
-
-    async def keyword(self, index: IndexInfo, query: str, vector: np.ndarray, filters: Filters,
-                      n: int) -> list[asyncpg.Record]:
-        """BM25 over PostgreSQL full-text lexemes. Candidates are the best rows of each query term on its own
-        (a rare term is never crowded out by common ones), then scored with the terms' document frequencies;
-        avgdl is taken over the candidates. `coverage` is the score over the best score the query could get (every
-        term once in an average-length passage): how much of the query's IDF mass a hit holds. The cosine
-        similarity comes along, so that one relevance threshold applies to hits of either side."""
-        where, args = self._where(filters, 4)
-        s, t = self.schema, index.table
-        return await self.pool.fetch(f"""
-            WITH terms AS (
-                SELECT DISTINCT lexeme, plainto_tsquery('simple', lexeme) AS q
-                FROM unnest(to_tsvector('english', $1))),
-            df AS (  -- document frequencies over what the caller may see: no statistics of other tenants
-                SELECT lexeme, (SELECT count(*) FROM {s}.{t} WHERE tsv @@ terms.q AND {where}) AS n FROM terms),
-            candidates AS (
-                SELECT DISTINCT best.tenant, best.chunk_id FROM terms, LATERAL (
-                    SELECT tenant, chunk_id FROM {s}.{t} WHERE tsv @@ terms.q AND {where}
-                    ORDER BY ts_rank(tsv, terms.q) DESC LIMIT $2) best),
-            rows AS (
-                SELECT c.*, length(c.tsv) AS dl FROM {s}.{t} c JOIN candidates USING (tenant, chunk_id)),
-            corpus AS (
-                SELECT greatest(chunk_count, 1) AS n_docs, (SELECT avg(dl) FROM rows) AS avgdl
-                FROM {s}.indexes WHERE table_name = '{t}'),
-            scored AS (
-                SELECT r.tenant, r.chunk_id, sum(ln(1 + (corpus.n_docs - df.n + 0.5) / (df.n + 0.5))
-                        * u.tf * 2.2 / (u.tf + 1.2 * (0.25 + 0.75 * r.dl / corpus.avgdl))) AS rank
-                FROM rows r, corpus,
-                     LATERAL (SELECT lexeme, cardinality(positions) AS tf FROM unnest(r.tsv)) u
-                     JOIN df USING (lexeme)
-                GROUP BY r.tenant, r.chunk_id)
-            SELECT {CHUNK_COLUMNS}, 1 - (embedding <=> $3) AS similarity, scored.rank,
-                   scored.rank / (SELECT sum(ln(1 + (n_docs - df.n + 0.5) / (df.n + 0.5)) * 2.2)
-                                  FROM df, corpus) AS coverage
-            FROM rows JOIN scored USING (tenant, chunk_id) ORDER BY scored.rank DESC LIMIT $2""",
-            query, n, vector, *args)
 
 
 def chunk_id(document_id: str, content_hash: str, ordinal: int) -> str:

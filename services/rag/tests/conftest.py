@@ -3,6 +3,7 @@ an OpenAI-compatible stub for tests that are not about generation quality."""
 
 import asyncio
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +32,29 @@ def embedder() -> Embedder:
 @pytest.fixture
 def retrieval_set() -> dict:
     return json.loads((DATA / "retrieval_set.json").read_text())
+
+
+VOCABULARY = ("payment settlement card account loan mortgage deposit fraud breach outage complaint refund sanction "
+              "screening custody crypto climate emission grid telecom subscriber patient record claim policy premium "
+              "branch cash liquidity capital reporting audit vendor outsourcing resilience incident regulator "
+              "deadline customer supplier invoice contract privacy consent marketing pricing disclosure").split()
+
+
+@pytest.fixture
+def background():
+    """`background(count)`: domain-flavoured passages that answer none of the labelled questions (no names, codes
+    or figures); their words are common to many passages, as in a real index."""
+    def make(count: int) -> list[dict]:
+        rng = random.Random(5)
+
+        def sentence() -> str:
+            w = rng.sample(VOCABULARY, 10)
+            return (f"The {w[0]} {w[1]} team reviews {w[2]} and {w[3]} for {w[4]} cases, reporting {w[5]} "
+                    f"{w[6]} issues to the {w[7]} owner before the {w[8]} {w[9]} review.")
+
+        return [{"document_id": f"background-{i}", "title": f"Procedure {i}",
+                 "content": " ".join(sentence() for _ in range(3))} for i in range(count)]
+    return make
 
 
 @pytest.fixture

@@ -82,7 +82,8 @@ async def test_deleting_a_document_removes_every_trace(indexer, store, embedder,
         (tmp_path / name).write_text(text)
     await ingest(indexer, tmp_path)
     retriever = Retriever(store, embedder, indexer)
-    assert any(h.document_id == "aml.md" for h in await retriever.search("suspicious activity report", DEFAULT, k=3))
+    found = await retriever.search("suspicious activity report", DEFAULT, k=3)
+    assert any(h.document_id == "aml.md" for h in found.hits)
 
     result = await indexer.apply({"document_id": "aml.md", "op": "delete"})
     assert result.status == "deleted"
@@ -93,7 +94,7 @@ async def test_deleting_a_document_removes_every_trace(indexer, store, embedder,
     assert await store.pool.fetchval(
         f"SELECT count(*) FROM {s}.{t} WHERE tsv @@ plainto_tsquery('english', 'laundering')") == 0
     for mode in ("keyword", "dense", "hybrid"):
-        hits = await retriever.search("suspicious activity report money laundering", DEFAULT, k=10, mode=mode)
+        hits = (await retriever.search("suspicious activity report money laundering", DEFAULT, k=10, mode=mode)).hits
         assert all(h.document_id != "aml.md" for h in hits)
     assert (await registry(store, indexer.index))["doc_count"] == 2
     assert (await indexer.apply({"document_id": "aml.md", "op": "delete"})).status == "absent"
@@ -152,7 +153,7 @@ async def test_filters_restrict_by_tenant_sector_and_type(indexer, embedder, sto
     retriever = Retriever(store, embedder, indexer)
 
     async def docs(**filters):
-        return {h.document_id for h in await retriever.search("payment disruption", Filters(**filters), k=10)}
+        return {h.document_id for h in (await retriever.search("payment disruption", Filters(**filters), k=10)).hits}
 
     # a tenant sees its own and the shared documents; "default" is a tenant like any other, not the shared one
     assert await docs(tenant="acme") == {"shared", "acme"}

@@ -265,7 +265,7 @@ async def test_a_first_release_index_is_upgraded_to_tenant_keys(rag_settings, em
         counts = await store.pool.fetchrow(f"SELECT doc_count, chunk_count FROM {s}.indexes")
         assert tuple(counts) == (1, 1)
         # the old row is still found, as its tenant's; now another tenant may hold the same id beside it
-        hits = await Retriever(store, embedder, indexer).search("payment outage restored", Filters("default"))
+        hits = (await Retriever(store, embedder, indexer).search("payment outage restored", Filters("default"))).hits
         assert hits[0].document_id == "outage"
         assert (await indexer.apply({"document_id": "outage", "content": GLOBEX_POLICY, "tenant": "globex"})
                 ).status == "created"
