@@ -46,11 +46,15 @@ class KeywordTimeout(Exception):
 
 @dataclass(frozen=True)
 class Corpus:
-    """The BM25 statistics of the chunks one caller may see, for the query's terms (those in at least one chunk)."""
+    """The BM25 statistics of the chunks one caller may see, for the query's terms."""
     chunks: int
     avgdl: float
-    df: dict[str, int]
+    df: dict[str, int]  # 0 for a term in none of the chunks
     min_dl: dict[str, int]  # a lower bound of the length of the chunks holding each term
+
+    def found(self) -> list[str]:
+        """The terms in at least one chunk, commonest first."""
+        return sorted((t for t, n in self.df.items() if n), key=self.idf)
 
     def idf(self, term: str) -> float:
         df = self.df[term]
@@ -61,7 +65,8 @@ class Corpus:
         return tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / self.avgdl))
 
     def ceiling(self) -> float:
-        """The score no chunk can reach: every term with unbounded frequency (its weight tends to k1 + 1)."""
+        """The score no chunk can reach: every term of the query, those in no chunk too, with unbounded frequency
+        (its weight tends to k1 + 1)."""
         return sum(self.idf(t) for t in self.df) * (K1 + 1)
 
 
@@ -69,16 +74,14 @@ async def corpus(conn: asyncpg.Connection, schema: str, index: IndexInfo, tenant
                  query: str) -> Corpus:
     rows = await conn.fetch(f"""
         WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', $1)))
-        SELECT q.term, sum(t.df) AS df, min(t.min_dl) AS min_dl,
-               (SELECT row(sum(chunks), sum(tokens)) FROM {schema}.keyword_corpus
+        SELECT q.term, coalesce(sum(t.df), 0) AS df, min(t.min_dl) AS min_dl,
+               (SELECT row(coalesce(sum(chunks), 0), coalesce(sum(tokens), 0)) FROM {schema}.keyword_corpus
                 WHERE index_table = $2 AND tenant = ANY($3)) AS size
-        FROM q JOIN {schema}.keyword_terms t ON t.index_table = $2 AND t.tenant = ANY($3) AND t.term = q.term
-        GROUP BY q.term HAVING sum(t.df) > 0""", query, index.table, list(tenants))
-    if not rows:
-        return Corpus(0, 1.0, {}, {})
-    chunks, tokens = rows[0]["size"]
-    return Corpus(int(chunks), float(tokens) / int(chunks), {r["term"]: int(r["df"]) for r in rows},
-                  {r["term"]: int(r["min_dl"]) for r in rows})
+        FROM q LEFT JOIN {schema}.keyword_terms t ON t.index_table = $2 AND t.tenant = ANY($3) AND t.term = q.term
+        GROUP BY q.term""", query, index.table, list(tenants))
+    chunks, tokens = rows[0]["size"] if rows else (0, 0)
+    return Corpus(int(chunks), float(tokens) / max(int(chunks), 1), {r["term"]: int(r["df"]) for r in rows},
+                  {r["term"]: int(r["min_dl"]) for r in rows if r["df"]})
 
 
 class _Budget:
@@ -110,7 +113,7 @@ class KeywordSearch:
                 budget = _Budget(conn, self.timeout_ms)
                 await budget.arm()
                 stats = await corpus(conn, self.schema, index, filters.tenants(), query)
-                if not stats.df:
+                if not stats.found():
                     return []
                 rows = await self._top(conn, budget, index, stats, vector, filters, n)
         except asyncpg.QueryCanceledError as e:
@@ -124,12 +127,12 @@ class KeywordSearch:
 
     async def _top(self, conn: asyncpg.Connection, budget: _Budget, index: IndexInfo, stats: Corpus,
                    vector: np.ndarray, filters: Filters, n: int) -> list[dict]:
-        terms = sorted(stats.df, key=stats.idf)
+        terms = stats.found()
         idfs = [stats.idf(t) for t in terms]
         negligible, total = 0, 0.0
         for idf in idfs:  # the rarest terms come last: leave out the common ones while their weight is negligible
-            total += idf * (K1 + 1)
-            if total > NEGLIGIBLE_SHARE * stats.ceiling():
+            total += idf
+            if total > NEGLIGIBLE_SHARE * sum(idfs):
                 break
             negligible += 1
         passes = [("prefix", terms, 2 * n)]

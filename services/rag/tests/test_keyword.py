@@ -97,8 +97,8 @@ async def test_a_deletion_and_an_update_change_the_statistics(indexer, store):
 
     def recount(chunks):
         visible = [c for key, c in chunks.items() if key[0] == "default"]
-        df = {t: sum(t in c for c in visible) for t in ("fraud", "report", "outag")}
-        return len(visible), sum(sum(c.values()) for c in visible) / len(visible), {t: n for t, n in df.items() if n}
+        return (len(visible), sum(sum(c.values()) for c in visible) / len(visible),
+                {t: sum(t in c for c in visible) for t in ("fraud", "report", "outag")})
 
     first = await stats()
     assert (first.chunks, first.avgdl, first.df) == recount(await tokens(store, indexer.index))
@@ -111,7 +111,7 @@ async def test_a_deletion_and_an_update_change_the_statistics(indexer, store):
 
     await indexer.apply({"document_id": "b", "content": "The payment service was restored after an hour."})
     third = await stats()
-    assert "outag" not in third.df and third.df["fraud"] == 1
+    assert (third.df["outag"], third.df["fraud"]) == (0, 1)
     assert (third.chunks, third.avgdl, third.df) == recount(await tokens(store, indexer.index))
     # new metadata rewrites the chunk rows in place (an UPDATE): the statistics stay what they were
     await indexer.apply({"document_id": "a", "content": docs["a"], "sector": "banking"})
@@ -174,7 +174,7 @@ async def test_a_keyword_only_find_survives_the_relevance_cut(indexer, store, em
                                     "the shift log; overrides are reviewed weekly by the operations manager under "
                                     "code QX-7731."})
     retriever = Retriever(store, embedder, indexer)
-    result = await retriever.search("What does QX-7731 mean?", Filters("default"), k=4)
+    result = await retriever.search("QX-7731", Filters("default"), k=4)
     [found] = [h for h in result.hits if h.document_id == "handover"]
     assert found.similarity < 0.3  # the cosine cut alone would drop it
     assert found in result.grounding(0.3)

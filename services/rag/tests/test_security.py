@@ -264,13 +264,15 @@ async def test_a_first_release_index_is_upgraded_to_tenant_keys(rag_settings, em
         assert await store.pool.fetchval(f"SELECT count(*) FROM {s}.{t} WHERE doc_type = 'report'") == 0
         counts = await store.pool.fetchrow(f"SELECT doc_count, chunk_count FROM {s}.indexes")
         assert tuple(counts) == (1, 1)
+        # the BM25 statistics were counted from the rows the old table held
+        assert await store.pool.fetchval(f"SELECT sum(chunks) FROM {s}.keyword_corpus") == 1
         # the old row is still found, as its tenant's; now another tenant may hold the same id beside it
         hits = (await Retriever(store, embedder, indexer).search("payment outage restored", Filters("default"))).hits
         assert hits[0].document_id == "outage"
         assert (await indexer.apply({"document_id": "outage", "content": GLOBEX_POLICY, "tenant": "globex"})
                 ).status == "created"
         assert (await store.get_document("default", "outage"))["content"] == SHARED_OUTAGE
-        assert await store.pool.fetchval(f"SELECT count(*) FROM {s}.schema_migrations") == 2
+        assert await store.pool.fetchval(f"SELECT count(*) FROM {s}.schema_migrations") == 3
     finally:
         await store.pool.execute(f"DROP SCHEMA {s} CASCADE")
         await store.close()
