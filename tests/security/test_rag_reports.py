@@ -32,7 +32,7 @@ from platform_common.testing import drop_topics, free_port
 async def serving(app: FastAPI):
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    server.install_signal_handlers = lambda: None
+    server.capture_signals = contextlib.nullcontext
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
@@ -98,10 +98,11 @@ async def stack(run_id):
                                     reports_llm_url=f"{chat}/v1", reports_llm_model="stub",
                                     reports_portal_url="http://portal.test")
         store = await ReportsStore.connect(rsettings.database_url, rsettings.reports_db_schema)
-        await ensure_topics(rsettings, [rsettings.reports_topic])
+        await ensure_topics(rsettings, [rsettings.reports_topic, rsettings.reports_raw_topic])
         publisher = Publisher(rsettings)
         await publisher.start()
-        watermark = Watermark(rsettings, [rsettings.reports_raw_topic], rsettings.reports_group)
+        watermark = Watermark(rsettings, [rsettings.reports_raw_topic], rsettings.reports_group,
+                              publisher.producer.partitions_for)
         await watermark.start()
         llm = build_llm(rsettings)
         try:

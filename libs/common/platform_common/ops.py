@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 
@@ -64,9 +65,9 @@ async def serve(app: FastAPI, port: int, host: str = "0.0.0.0") -> None:
     wires the app before, so no lifespan events: a cancelled lifespan would only log a traceback at shutdown."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                            lifespan="off"))
-    # the service owns signals, not the ops endpoint. NOTE: uvicorn < 0.29 hook; a no-op since 0.29, whose serve()
-    # installs its own handlers through capture_signals()
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone from uvicorn, see above
+    # the service owns signals, not the ops endpoint: uvicorn's serve() would take SIGTERM over, shut down only
+    # itself, then re-raise the signal, killing the service in the middle of whatever it was doing
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
     await server.serve()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import uvicorn
@@ -72,8 +73,8 @@ class Notify:
         self.server = uvicorn.Server(uvicorn.Config(
             self.app, host=self.settings.notify_host, port=self.settings.notify_port if port is None else port,
             log_config=None, access_log=False, lifespan="off"))
-        # NOTE: uvicorn < 0.29 hook; a no-op since 0.29, whose serve() installs its own handlers (capture_signals())
-        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone from uvicorn
+        # the signals are the service's (see platform_common.ops.serve)
+        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
         await self.server.serve()
 
     async def stop(self) -> None:

@@ -24,9 +24,8 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     server = uvicorn.Server(uvicorn.Config(create_app(service), host=settings.rag_host, port=settings.rag_port,
                                           log_config=None, access_log=False))
-    # the signals are ours: stop consumers and server together. NOTE: uvicorn < 0.29 hook; a no-op since 0.29,
-    # whose serve() installs its own handlers through capture_signals()
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone from uvicorn, see above
+    # the signals are ours: stop consumers and server together (uvicorn's serve() would take them over)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
     consumers, http = asyncio.create_task(service.run()), asyncio.create_task(server.serve())
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([consumers, http, stopped], return_when=asyncio.FIRST_COMPLETED)

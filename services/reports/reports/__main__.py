@@ -1,7 +1,6 @@
 """`python -m reports` runs the service; `python -m reports hash-password` makes a portal user's argon2id password
 hash; `python -m reports check-config [FILE [USERS_FILE]]` validates the report definitions and the users."""
 
-import asyncio
 import getpass
 import sys
 
@@ -31,12 +30,11 @@ def main(argv: list[str]) -> int:
     if command != "serve":
         print(f"unknown command {command!r} (serve, hash-password, check-config)", file=sys.stderr)
         return 2
+    from platform_common.service import run_until_signalled
+
     from .service import run
 
-    try:
-        asyncio.run(run(settings))
-    except KeyboardInterrupt:
-        pass
+    run_until_signalled(run(settings))
     return 0
 
 

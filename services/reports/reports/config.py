@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field, field_validator
 from platform_common.auth import validate_tenant
 
 KPI_KINDS = ("event_count", "metric_mean", "metric_max", "anomaly_count", "negative_share", "events_by_source")
-_PERIOD = re.compile(r"^(\d+)([mhdw])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_PERIOD = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class Recipients(BaseModel):
@@ -27,7 +27,7 @@ class ReportDefinition(BaseModel):
     title: str
     tenant: str = "default"
     cron: str
-    period: str = "24h"  # the window ending at each fire time: <n>m, <n>h, <n>d or <n>w
+    period: str = "24h"  # the window ending at each fire time: <n>s, <n>m, <n>h, <n>d or <n>w
     streams: list[str] = ["*"]  # stream ids, or "*" for every stream of the tenant
     metrics: list[str] = ["*"]
     kpis: list[str] = list(KPI_KINDS)
@@ -45,7 +45,7 @@ class ReportDefinition(BaseModel):
     @classmethod
     def _period(cls, value: str) -> str:
         if not _PERIOD.match(value):
-            raise ValueError(f"period must look like 30m, 24h, 7d or 1w, not {value!r}")
+            raise ValueError(f"period must look like 30s, 30m, 24h, 7d or 1w, not {value!r}")
         return value
 
     @field_validator("kpis")
@@ -60,7 +60,7 @@ class ReportDefinition(BaseModel):
     def length(self) -> timedelta:
         found = _PERIOD.match(self.period)
         if found is None:  # the validator lets only matching periods in
-            raise ValueError(f"period {self.period!r} is not <n><m|h|d|w>")
+            raise ValueError(f"period {self.period!r} is not <n><s|m|h|d|w>")
         n, unit = found.groups()
         return timedelta(**{_UNITS[unit]: int(n)})
 

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from platform_common.avro import AvroSerde
 from platform_common.settings import CommonSettings
 
-from .watermark import millis
+from .watermark import PartitionsOf, millis
 
 
 def millis_of(iso: str) -> int:
@@ -29,15 +29,14 @@ def published_record(report: dict, pdf_sha256: str) -> dict:
             "generated_at": millis_of(report["generated_at"])}
 
 
-async def find_published(settings: CommonSettings, serde: AvroSerde, topic: str, report_id: str,
-                         since: datetime, timeout: float = 30.0) -> tuple[int, int] | None:
+async def find_published(settings: CommonSettings, serde: AvroSerde, partitions_of: PartitionsOf, topic: str,
+                         report_id: str, since: datetime, timeout: float = 30.0) -> tuple[int, int] | None:
     """(partition, offset) of `report_id`'s record among those of `topic` stamped since `since`, or None."""
     reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                               isolation_level="read_committed", client_id=f"{settings.service_name}-publication")
     await reader.start()
     try:
-        await reader.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in sorted(await partitions_of(topic))]
         # a minute of margin: the record's timestamp is the producer's clock, the run's is the database's
         starts = await reader.offsets_for_times({tp: millis(since - timedelta(minutes=1)) for tp in partitions})
         ends = await reader.end_offsets(partitions)

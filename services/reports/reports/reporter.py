@@ -8,10 +8,13 @@ that took a message in the instant before a crash gets it again (email carries t
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import TypeVar
 
 from prometheus_client import Counter
 
@@ -30,6 +33,20 @@ log = logging.getLogger(__name__)
 
 DELIVERIES = Counter("reports_deliveries_total", "Report deliveries by channel and outcome", ["channel", "outcome"])
 STEPS = Counter("reports_run_steps_total", "Report run steps by step and outcome", ["step", "outcome"])
+
+
+T = TypeVar("T")
+
+
+async def uninterrupted(step: Awaitable[T]) -> T:
+    """Runs `step` to its end even when the caller is cancelled (a shutdown): a send and the record of it belong
+    together, or a restart would send again."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 class Reporter:
@@ -73,7 +90,7 @@ class Reporter:
                 STEPS.labels(step, "done").inc()
             step = run.state
             if run.state == "generated":
-                run = await self.publish(definition, run)
+                run = await uninterrupted(self.publish(definition, run))
                 STEPS.labels(step, "done").inc()
             step = run.state
             return await self.deliver(definition, run)
@@ -105,8 +122,8 @@ class Reporter:
         topic = self.settings.reports_topic
         found = None
         if run.publish_started_at is not None:  # an earlier attempt may have sent it
-            found = await find_published(self.settings, self.publisher.serde, topic, run.report_id,
-                                         run.publish_started_at)
+            found = await find_published(self.settings, self.publisher.serde, self.publisher.producer.partitions_for,
+                                         topic, run.report_id, run.publish_started_at)
         if found is None:
             report, _, sha = await self.store.stored(run.report_id)
             await self.runs.publishing(run)
@@ -123,9 +140,7 @@ class Reporter:
         for row in pending:
             channel, attempts = row["channel"], row["attempts"] + 1
             try:
-                await deliver(channel, report, pdf, definition, self.settings)
-                await self.runs.delivery_outcome(run, channel, None, False, timedelta())
-                DELIVERIES.labels(channel, "delivered").inc()
+                await uninterrupted(self.delivered(run, channel, report, pdf, definition))
             except Exception as e:  # one channel down must not hold up the others
                 dead = attempts >= self.settings.reports_max_attempts
                 reason = f"{channel} delivery: {type(e).__name__}: {e}"
@@ -135,6 +150,11 @@ class Reporter:
                 if dead:
                     await self.dead_letter(run, channel, e)
         return await self.runs.finish(run)
+
+    async def delivered(self, run: Run, channel: str, report: dict, pdf: bytes, definition: ReportDefinition) -> None:
+        await deliver(channel, report, pdf, definition, self.settings)
+        await self.runs.delivery_outcome(run, channel, None, False, timedelta())
+        DELIVERIES.labels(channel, "delivered").inc()
 
     async def dead_letter(self, run: Run, channel: str | None, error: Exception) -> None:
         """The run's reports.v1 record (if it was published) to the DLQ, with what failed."""

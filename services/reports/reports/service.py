@@ -58,7 +58,7 @@ async def run(settings: ReportsSettings) -> None:
         await llm.load()  # the first report should not pay for the model load
     rag = RagClient(settings.reports_rag_url, settings.reports_rag_top_k,
                     keys={t: k.get_secret_value() for t, k in settings.reports_rag_api_keys.items()})
-    watermark = Watermark(settings, consumer.topics, settings.reports_group)
+    watermark = Watermark(settings, consumer.topics, settings.reports_group, publisher.producer.partitions_for)
     await watermark.start()
     reporter = Reporter(settings, config, store, ReportGenerator(settings, store, llm, rag), publisher, watermark)
     app = create_app(config, store, reporter, {

@@ -9,11 +9,15 @@ count: the group never commits past a trailing marker.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from platform_common.settings import CommonSettings
+
+# a topic's partition numbers, from fresh metadata (AIOKafkaProducer.partitions_for)
+PartitionsOf = Callable[[str], Awaitable[set[int]]]
 
 
 def millis(at: datetime) -> int:
@@ -21,8 +25,9 @@ def millis(at: datetime) -> int:
 
 
 class Watermark:
-    def __init__(self, settings: CommonSettings, topics: list[str], group: str):
+    def __init__(self, settings: CommonSettings, topics: list[str], group: str, partitions_of: PartitionsOf):
         self.topics = topics
+        self.partitions_of = partitions_of
         options = {"bootstrap_servers": settings.kafka_bootstrap_servers, "enable_auto_commit": False,
                    "isolation_level": "read_committed", "client_id": f"{settings.service_name}-watermark"}
         self.group = AIOKafkaConsumer(group_id=group, **options)  # never subscribes: reads the group's commits only
@@ -37,8 +42,7 @@ class Watermark:
         await self.reader.stop()
 
     async def partitions(self) -> list[TopicPartition]:
-        await self.reader.topics()  # refreshes the metadata
-        return [TopicPartition(t, p) for t in self.topics for p in sorted(self.reader.partitions_for_topic(t) or ())]
+        return [TopicPartition(t, p) for t in self.topics for p in sorted(await self.partitions_of(t))]
 
     async def offsets(self) -> dict[str, int]:
         """The group's committed offset of each source partition, as "topic/partition": for a report's lineage."""
@@ -46,8 +50,6 @@ class Watermark:
 
     async def reached(self, at: datetime) -> bool:
         partitions = await self.partitions()
-        if not partitions:
-            return True
         found = await self.reader.offsets_for_times({tp: millis(at) for tp in partitions})
         ends = await self.reader.end_offsets(partitions)
         for tp in partitions:

@@ -37,7 +37,7 @@ async def serving(app: FastAPI):
     """Runs `app` with uvicorn on a free port of this test's loop; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    server.install_signal_handlers = lambda: None
+    server.capture_signals = contextlib.nullcontext
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
@@ -205,8 +205,9 @@ async def reporter(rsettings, store, period, config):
         await ensure_topics(rsettings, [rsettings.reports_topic])
         publisher = Publisher(rsettings)
         await publisher.start()
-        watermark = Watermark(rsettings, [rsettings.reports_raw_topic, rsettings.reports_enriched_topic,
-                                          rsettings.reports_anomalies_topic], rsettings.reports_group)
+        sources = [rsettings.reports_raw_topic, rsettings.reports_enriched_topic, rsettings.reports_anomalies_topic]
+        await ensure_topics(rsettings, sources)
+        watermark = Watermark(rsettings, sources, rsettings.reports_group, publisher.producer.partitions_for)
         await watermark.start()
         llm, client = build_llm(rsettings), RagClient(rag_url, keys={"default": RAG_KEY})
         reporter = reporter_of(rsettings, store, llm, client, publisher, config, watermark)
