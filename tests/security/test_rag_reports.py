@@ -1,10 +1,13 @@
 """rag and reports together, as their services wire them, on the real stack (PostgreSQL, Redis, Kafka, the schema
-registry; schemas and topics of this run's own; only the LLM is an OpenAI-compatible stand-in, since these tests are
-about who sees what, not about text quality):
+registry; schemas and topics of this run's own). The LLM is an OpenAI-compatible stand-in where the tests are about
+who sees what, not about text quality:
 
 - a tenant's report cites its own and the shared reference documents, never another tenant's, and reports are not
   indexed back into rag;
-- schemathesis fuzzes both OpenAPI schemas with valid credentials (a bearer key and a portal session): no 5xx.
+- schemathesis fuzzes both OpenAPI schemas with valid credentials (a bearer key and a portal session): no 5xx;
+
+and the embedded model (SmolLM2 on llama.cpp, as reports runs it by default) where the test is the real path: a
+report grounded by the real rag service, written by the real model, every kept sentence passing the guardrail.
 """
 
 from __future__ import annotations
@@ -63,8 +66,9 @@ async def make_report(reporter, definition) -> dict:
 
 
 @pytest.fixture
-async def stack(run_id):
-    """rag (service + API on a port) and reports (store, generator with per-tenant rag keys); keys by name."""
+async def stack(run_id, request):
+    """rag (service + API on a port) and reports (store, generator with per-tenant rag keys); keys by name.
+    Reports' LLM is the stand-in, or the embedded model when the test asks for "embedded"."""
     from rag.embedder import Embedder
     from rag.service import RagService
     from rag.settings import RagSettings
@@ -94,9 +98,10 @@ async def stack(run_id):
         await rag.start(consume=False)
         from rag.api import create_app as rag_app
         rsettings = ReportsSettings(reports_db_schema=f"reports_sec{run_id}", reports_topic=f"reports.v1.sec{run_id}",
-                                    reports_group=f"reports-sec{run_id}", reports_llm_backend="openai",
-                                    reports_llm_url=f"{chat}/v1", reports_llm_model="stub",
-                                    reports_portal_url="http://portal.test")
+                                    reports_group=f"reports-sec{run_id}", reports_portal_url="http://portal.test",
+                                    **({"reports_llm_backend": "embedded"} if getattr(request, "param", None) ==
+                                       "embedded" else {"reports_llm_backend": "openai",
+                                                        "reports_llm_url": f"{chat}/v1", "reports_llm_model": "stub"}))
         store = await ReportsStore.connect(rsettings.database_url, rsettings.reports_db_schema)
         await ensure_topics(rsettings, [rsettings.reports_topic, rsettings.reports_raw_topic])
         publisher = Publisher(rsettings)
@@ -222,3 +227,35 @@ async def test_fuzzing_both_apis_with_valid_credentials_finds_no_server_error(st
             text = out.decode(errors="replace")
             print(f"\nschemathesis {name}:\n" + "\n".join(text.splitlines()[-12:]))
             assert proc.returncode == 0, text[-4000:]
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+async def test_the_real_path_rag_grounds_and_the_embedded_model_writes_a_guarded_report(stack):
+    import httpx
+
+    from reports.config import ReportDefinition
+    from reports.grounding import REF, Guard
+
+    async with httpx.AsyncClient(base_url=stack.rag_url) as http:
+        answer = await http.post("/v1/documents", json={"document_id": "strategy", "title": "Maintenance strategy",
+                                                        "content": ACME_PLAN, "doc_type": "strategy"},
+                                 headers={"Authorization": f"Bearer {stack.keys['acme_writer']}"})
+        assert answer.status_code == 200, answer.text
+    for e in readings("acme"):
+        await stack.store.upsert_event(e)
+    definition = ReportDefinition(name="acme-daily", title="Acme daily operations", tenant="acme", cron="0 12 * * *",
+                                  period="24h", context_query="maintenance strategy pump temperature")
+    report = await make_report(stack.reporter, definition)
+
+    lineage = report["lineage"]
+    assert lineage["model"].lower().startswith("smollm2") and "context_error" not in lineage
+    assert lineage["index_version"] and [p["document_id"] for p in report["passages"]][:1] == ["strategy"]
+    assert set(lineage["stage_seconds"]) == {"figures", "retrieval", "narrative", "charts", "pdf"}
+    # the model wrote something, and whatever was kept passes the guard again, independently of what was recorded
+    assert report["narrative"] or report["removed"]
+    guard = Guard(report["kpis"] + report["anomalies"], (datetime.fromisoformat(report["period_start"]),
+                                                          datetime.fromisoformat(report["period_end"])))
+    for sentence in report["narrative"]:
+        assert guard.check(sentence["draft"]).text == sentence["text"]
+        assert not REF.search(sentence["text"])  # every reference was filled in
+    assert all(r["problems"] for r in report["removed"])

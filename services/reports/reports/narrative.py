@@ -55,21 +55,36 @@ def without_links_or_mentions(text: str) -> str:
 
 
 def facts_text(figures: list[dict], anomalies: list[dict]) -> str:
-    """The figures the model sees: totals first, then those of anomalous series, up to MAX_FACTS. A short prompt
-    keeps a small model on topic and fast on CPU; the guardrail still accepts every figure of the report."""
+    """The figures the model sees, as sentences that cite them by reference (never their values, which the model
+    would copy): totals first, then those of anomalous series, up to MAX_FACTS. A short prompt keeps a small model
+    on topic and fast on CPU; the guardrail still accepts every figure of the report."""
     flagged = {(a["stream"], a["metric"]) for a in anomalies}
     ranked = sorted(figures, key=lambda f: ("stream" in f or "source" in f,
                                             (f.get("stream"), f.get("metric")) not in flagged))
-    return "\n".join(f"- {{{f['id']}}} {f['label']} (now {f['display']})" for f in ranked[:MAX_FACTS]) or "- none"
+    return "\n".join(f"- {f['label']} was {{{f['id']}}}." for f in ranked[:MAX_FACTS]) or "- none"
 
 
 def anomalies_text(anomalies: list[dict]) -> str:
-    return "\n".join(f"- {{{a['id']}}} {a['label']} at {a['at'][:16].replace('T', ' ')} (value {a['display']})"
-                     for a in anomalies) or "- none"
+    return "\n".join(f"- {a['label']} reached {{{a['id']}}}." for a in anomalies) or "- none"
 
 
 def passages_text(passages: list[dict]) -> str:
     return "\n".join(f"[{p['chunk_id']}] {p['title']}: {p['text'][:400]}" for p in passages) or "- none"
+
+
+_HEADER = re.compile(r"^[A-Z][\w ]{0,30}:")  # "Facts:", "Period: ..."
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
+def draft_sentences(text: str) -> list[str]:
+    """The sentences of a draft, line by line: list markers dropped, and the prompt's headers a small model may
+    echo ("Report: …", "Facts:") left out; what follows the last "Summary:" when the model wrote one."""
+    sentences = []
+    for line in text.rpartition("Summary:")[2].splitlines():
+        line = _BULLET.sub("", line).strip()
+        if line and not _HEADER.match(line):
+            sentences += split_sentences(without_links_or_mentions(line))
+    return sentences
 
 
 async def write_narrative(llm: LLM, guard: Guard, *, title: str, period: str, figures: list[dict],
@@ -82,16 +97,14 @@ async def write_narrative(llm: LLM, guard: Guard, *, title: str, period: str, fi
                                              anomalies=anomalies_text(anomalies), passages=passages_text(passages)),
                                max_tokens)
     result.model = draft.model
-    # small models sometimes echo the prompt's header before the summary itself
-    text = without_links_or_mentions(draft.text.rpartition("Summary:")[2])
-    for sentence in split_sentences(text):
+    for sentence in draft_sentences(draft.text):
         first = checked = guard.check(sentence)
         attempt = None
         while not checked.ok and max_rewrites > 0:
             max_rewrites -= 1
             attempt = (await llm.generate(rewrite.render(facts=facts, sentence=sentence,
                                                          problems="; ".join(checked.problems)), max_tokens)).text
-            attempt = " ".join(split_sentences(without_links_or_mentions(attempt))[:1])
+            attempt = " ".join(draft_sentences(attempt)[:1])
             checked = guard.check(attempt) if attempt else checked
         if checked.ok:
             SENTENCES.labels("kept" if attempt is None else "rewritten").inc()
