@@ -55,6 +55,8 @@ def main() -> int:
               f"{machine()}, against the local stack of `make up`. Each section names the command that produced it; "
               "baselines are measured in the same run, since this machine is shared and noisy."
               + (f" This run: {', '.join(only)}; the other sections are from earlier runs." if only else "") + "\n\n")
+    # sections written by hand (a rerun's notes, a one-off measurement) are kept after the benches'
+    sections += [text for name, text in previous.items() if name not in BENCHES]
     (ROOT / "BENCHMARKS.md").write_text(header + "\n".join(s for s in sections if s))
     print(f"bench: wrote {ROOT / 'BENCHMARKS.md'}")
     if failed:
