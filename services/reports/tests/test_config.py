@@ -61,3 +61,14 @@ async def test_passwords_are_checked_against_their_argon2id_hash():
     for bad in ({"password_hash": "pbkdf2_sha256$1000$ab$cd"}, {"password_hash": "plain"}, {"tenant": "_shared"}):
         with pytest.raises(ValidationError):
             User(**{"username": "a", "tenant": "t", "password_hash": stored, **bad})
+
+
+def test_the_periods_of_a_span_are_its_fire_times_oldest_first():
+    daily = ReportDefinition(name="d", title="D", cron="0 6 * * *", period="24h")
+    since, until = datetime(2026, 11, 18, 6, tzinfo=UTC), datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    # (since, until]: the fire time at `since` itself was made before
+    assert daily.fire_times(since, until) == [datetime(2026, 11, 19, 6, tzinfo=UTC),
+                                              datetime(2026, 11, 20, 6, tzinfo=UTC)]
+    quarter = ReportDefinition(name="q", title="Q", cron="* * * * * */15", period="15s")
+    assert quarter.length == timedelta(seconds=15)
+    assert len(quarter.fire_times(since, since + timedelta(minutes=1))) == 4
