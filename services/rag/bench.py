@@ -113,7 +113,7 @@ async def bulk_index(settings: RagSettings, embedder: Embedder) -> tuple[Store, 
 def keyword_counts() -> dict[str, float]:
     """How keyword searches ended so far: the candidate pass that proved them exact, or the timeout."""
     counts = {p: REGISTRY.get_sample_value("rag_keyword_decided_total", {"pass": p}) or 0.0
-              for p in ("prefix", "essential", "exhaustive")}
+              for p in ("prefix", "segment", "exhaustive")}
     return counts | {"timeout": REGISTRY.get_sample_value("rag_keyword_timeouts_total") or 0.0}
 
 
@@ -187,7 +187,7 @@ async def main() -> None:
     for mode, (p50, p95) in latency.items():
         print(f"| {mode} query latency at {BULK_CHUNKS // 1000}k chunks, p50 / p95 ({QUERIES} queries, k=5, "
               f"median of {ROUNDS} rounds) | {p50:.1f} ms / {p95:.1f} ms |")
-    print("| keyword searches (hybrid and keyword modes) decided by pass: prefix / essential / exhaustive; timed out "
+    print("| keyword searches (hybrid and keyword modes) decided by pass: prefix / segment / exhaustive; timed out "
           f"| {' / '.join(str(int(v)) for k, v in keyword_ends.items() if k != 'timeout')}; "
           f"{int(keyword_ends['timeout'])} |")
     print(f"| contextualized events per second, embedded SmolLM2-135M, {settings.rag_llm_max_tokens} new tokens max "

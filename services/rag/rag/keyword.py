@@ -6,13 +6,17 @@ corpus is what it may see: N, avgdl and df are summed over its tenant and the sh
 chunks never move its scores, and every replica reads the same figures. Tokens are the lexeme positions of a
 chunk's `tsv` (title and text, english configuration); a query counts each of its lexemes once.
 
-The top n is found without reading every posting of a common term: each pass scores a bounded set of candidates
-exactly and proves that no other chunk can beat its n-th, else the next, wider pass runs:
-1. the first postings of each term in impact order (tf descending, shorter chunks first); an unread posting weighs
-   at most the last one read, or one occurrence fewer in the shortest chunk holding the term;
-2. the best chunks by their terms of real weight alone, leaving out terms too common to matter (an idf near 0)
-   whose weight is then bounded by its maximum;
-3. every chunk holding a query term: exact by construction.
+The top n is found without reading every posting of a common term. Each pass reads some postings of each term in
+impact order (tf descending, shorter chunks first) and bounds every chunk's score from above: the weights it was
+seen with, plus for each other term the most an unread posting can weigh (as much as the last one read, or one
+occurrence fewer in the shortest chunk holding the term). The 2n chunks with the best bounds are scored exactly;
+when no other chunk's bound exceeds the n-th score, that top n is exact BM25, else the next pass reads more:
+1. prefix: the first 2n postings of each (tenant, term);
+2. segment: every posting down to the frequencies where pass 1 stopped (in the database, which returns the 2n best
+   bounds): chunks that hold several terms often rise above those holding one;
+3. exhaustive: every posting, first without the terms too common to matter (an idf near 0, bounded by their
+   heaviest posting), last with them: exact by construction.
+Passes 2 and 3 leave out the terms too common to matter until the very last.
 All passes read one snapshot (a read-only repeatable-read transaction) under a statement timeout that is the
 remaining budget of the whole search.
 """
@@ -34,9 +38,11 @@ K1 = 1.2
 B = 0.75
 # terms whose weights together stay under this share of the query's may be left out of pass 2's candidate search
 NEGLIGIBLE_SHARE = 0.01
+# a pass scores its candidates 2n at a time, in order of their bounds, at most this many times
+BATCHES = 4
 
 DECIDED = Counter("rag_keyword_decided_total", "Keyword searches by the candidate pass that proved them exact",
-                  ["pass"])  # prefix, essential, exhaustive
+                  ["pass"])  # prefix, segment, exhaustive
 TIMEOUTS = Counter("rag_keyword_timeouts_total", "Keyword searches stopped by their timeout (answered dense-only)")
 
 
@@ -130,32 +136,62 @@ class KeywordSearch:
         terms = stats.found()
         idfs = [stats.idf(t) for t in terms]
         negligible, total = 0, 0.0
-        for idf in idfs:  # the rarest terms come last: leave out the common ones while their weight is negligible
+        for idf in idfs:  # the commonest terms come first: leave them unread while their weight is negligible
             total += idf
             if total > NEGLIGIBLE_SHARE * sum(idfs):
                 break
             negligible += 1
-        passes = [("prefix", terms, 2 * n)]
+        await budget.arm()
+        ranked, rest, cut, most = await self._prefix(conn, index, stats, filters, terms, 2 * n)
+        read = terms[negligible:]
+        others = sum(most[t] for t in terms[:negligible])  # the unread terms' weight, at most
+        passes: list[tuple[str, dict[str, int], float]] = [("segment", {t: cut[t] for t in read}, others)]
         if negligible:
-            passes.append(("essential", terms[negligible:], 2 * n))
-        passes.append(("exhaustive", terms, n))
-        for name, used, depth in passes:
-            await budget.arm()
-            if name == "prefix":
-                candidates, bound = await self._prefix(conn, index, stats, filters, used, depth)
-            else:
-                candidates, bound = await self._leaders(conn, index, stats, filters, used, depth)
-                bound += sum(stats.idf(t) for t in terms if t not in used) * (K1 + 1)
-            await budget.arm()
-            rows = await self._score(conn, index, stats, terms, idfs, candidates, vector, filters, n)
-            if name == "exhaustive" or bound <= 0 or (len(rows) == n and rows[-1]["rank"] >= bound):
+            passes.append(("exhaustive", {t: 1 for t in read}, others))
+        passes.append(("exhaustive", {t: 1 for t in terms}, 0.0))
+        name, scored = "prefix", {}
+        while True:
+            # the candidates in order of their bounds, 2n at a time, until the n-th score reaches the next bound
+            for start in range(0, min(len(ranked), BATCHES * 2 * n), 2 * n):
+                await budget.arm()
+                batch = [key for key, _ in ranked[start:start + 2 * n]]
+                for row in await self._score(conn, index, stats, terms, idfs, batch, vector, filters, n):
+                    scored[row["tenant"], row["chunk_id"]] = row
+                rows = sorted(scored.values(), key=lambda r: (-r["rank"], r["tenant"], r["chunk_id"]))[:n]
+                bound = max(ranked[start + 2 * n][1] if start + 2 * n < len(ranked) else 0.0, rest)
+                # scores equal within float rounding are ties, and either of two tied chunks is right
+                if len(rows) == n and bound <= rows[-1]["rank"] * (1 + 1e-9) or bound <= 0 or not passes:
+                    DECIDED.labels(name).inc()
+                    return rows
+            if not passes:  # the last pass found no chunk passing the filters
                 DECIDED.labels(name).inc()
-                return rows
-        raise AssertionError("the exhaustive pass always decides")
+                return []
+            name, tf_cut, others = passes.pop(0)
+            await budget.arm()
+            ranked, rest = await self._segments(conn, index, stats, filters, tf_cut, others, BATCHES * 2 * n)
+
+    def _unread(self, stats: Corpus, term: str, tf: int, dl: int | None = None) -> float:
+        """The most a posting of `term` after one of frequency `tf` (and length `dl`) in impact order can weigh:
+        as much as that one, or one occurrence fewer in the shortest chunk holding the term."""
+        most = stats.weight(tf, dl) if dl is not None else 0.0
+        if tf > 1:
+            most = max(most, stats.weight(tf - 1, stats.min_dl[term]))
+        return stats.idf(term) * most
+
+    def _leaders(self, bounds: dict[tuple[str, str], float], others: float,
+                 depth: int) -> tuple[list[tuple[tuple[str, str], float]], float]:
+        """The `depth` chunks with the best upper bounds (their seen weights plus the most their unread postings
+        weigh), best first, and a bound on every other chunk's score."""
+        ranked = sorted(bounds.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[:depth], max(ranked[depth][1] if len(ranked) > depth else 0.0, others)
 
     async def _prefix(self, conn: asyncpg.Connection, index: IndexInfo, stats: Corpus, filters: Filters,
-                      terms: list[str], depth: int) -> tuple[list[tuple[str, str]], float]:
-        """The first `depth` postings of each (tenant, term), and a bound on the score of any chunk outside them."""
+                      terms: list[str],
+                      depth: int) -> tuple[list[tuple[tuple[str, str], float]], float, dict[str, int],
+                                           dict[str, float]]:
+        """Pass 1: the first `depth` postings of each (tenant, term) in impact order. Also returns, per term, the
+        frequency down to which its postings were read (1 for a term read entirely), which the next pass reads
+        down to, and the most any of its postings weighs."""
         rows = await conn.fetch(f"""
             SELECT v.tenant, q.term, p.chunk_id, p.tf, p.dl
             FROM unnest($2::text[]) v(tenant), unnest($3::text[]) q(term), LATERAL (
@@ -163,36 +199,47 @@ class KeywordSearch:
                 WHERE p.index_table = $1 AND p.tenant = v.tenant AND p.term = q.term
                 ORDER BY tf DESC, dl, chunk_id LIMIT $4) p""", index.table, filters.tenants(), terms, depth)
         last: dict[tuple[str, str], tuple[int, int, int]] = {}
+        most = {t: 0.0 for t in terms}
         for r in rows:  # in impact order within each list
             key = (r["tenant"], r["term"])
+            if key not in last:
+                most[r["term"]] = max(most[r["term"]], self._unread(stats, r["term"], r["tf"], r["dl"]))
             last[key] = (r["tf"], r["dl"], last.get(key, (0, 0, 0))[2] + 1)
-        bounds: dict[str, float] = {}
-        for (tenant, term), (tf, dl, read) in last.items():
-            if read < depth:
-                continue  # the whole list was read
-            unread = stats.weight(tf, dl)
-            if tf > 1:
-                unread = max(unread, stats.weight(tf - 1, stats.min_dl[term]))
-            bounds[tenant] = bounds.get(tenant, 0.0) + stats.idf(term) * unread
-        candidates = sorted({(r["tenant"], r["chunk_id"]) for r in rows})
-        return candidates, max(bounds.values(), default=0.0)
+        bound = {t: 0.0 for t in terms}  # per term, the most an unread posting weighs (in any tenant's list)
+        cut = {t: 1 for t in terms}
+        for (_, term), (tf, dl, count) in last.items():
+            if count == depth:  # else the whole list was read
+                bound[term] = max(bound[term], self._unread(stats, term, tf, dl))
+                cut[term] = max(cut[term], tf)
+        unread = sum(bound.values())
+        partials: dict[tuple[str, str], float] = {}
+        for r in rows:
+            key = (r["tenant"], r["chunk_id"])
+            seen = stats.idf(r["term"]) * stats.weight(r["tf"], r["dl"]) - bound[r["term"]]
+            partials[key] = partials.get(key, unread) + seen
+        return (*self._leaders(partials, unread, depth), cut, most)
 
-    async def _leaders(self, conn: asyncpg.Connection, index: IndexInfo, stats: Corpus, filters: Filters,
-                       terms: list[str], depth: int) -> tuple[list[tuple[str, str]], float]:
-        """The `depth` chunks passing the filters with the best score over `terms` alone, and a bound on that
-        partial score for every other chunk (0 when every chunk holding one of the terms is among them)."""
-        where, args = filter_clause(filters, 5, "c.")
+    async def _segments(self, conn: asyncpg.Connection, index: IndexInfo, stats: Corpus, filters: Filters,
+                        tf_cut: dict[str, int], others: float,
+                        depth: int) -> tuple[list[tuple[tuple[str, str], float]], float]:
+        """Pass 2 and after: every posting of the terms of `tf_cut` down to the frequency given, aggregated in the
+        database, which returns the chunks passing the filters with the best upper bounds."""
+        terms = list(tf_cut)
+        bounds = [self._unread(stats, t, tf_cut[t]) for t in terms]
+        unread = sum(bounds) + others
+        where, args = filter_clause(filters, 8, "c.")
         join = "" if (filters.sector, filters.doc_type) == (None, None) else \
             f"JOIN {self.schema}.{index.table} c ON c.tenant = p.tenant AND c.chunk_id = p.chunk_id AND {where}"
         rows = await conn.fetch(f"""
-            SELECT p.tenant, p.chunk_id, sum(q.idf * {_weight('p.tf', 'p.dl', '$4')}) AS partial
-            FROM {self.schema}.keyword_postings p JOIN unnest($2::text[], $3::float8[]) q(term, idf) USING (term)
+            SELECT p.tenant, p.chunk_id, $6 + sum(q.idf * {_weight('p.tf', 'p.dl', '$5')} - q.bound) AS ub
+            FROM unnest($2::text[], $3::float8[], $4::int[], $7::float8[]) q(term, idf, cut, bound)
+            JOIN {self.schema}.keyword_postings p ON p.term = q.term AND p.tf >= q.cut
             {join}
-            WHERE p.index_table = $1 AND p.tenant = ANY($5) AND p.term = ANY($2)
-            GROUP BY 1, 2 ORDER BY partial DESC LIMIT {int(depth)}""",
-            index.table, terms, [stats.idf(t) for t in terms], stats.avgdl, *args)
-        bound = rows[-1]["partial"] if len(rows) == depth else 0.0
-        return [(r["tenant"], r["chunk_id"]) for r in rows], bound
+            WHERE p.index_table = $1 AND p.tenant = ANY($8) AND p.term = ANY($2)
+            GROUP BY 1, 2 ORDER BY ub DESC, 1, 2 LIMIT {int(depth) + 1}""",
+            index.table, terms, [stats.idf(t) for t in terms], [tf_cut[t] for t in terms], stats.avgdl, unread,
+            bounds, *args)
+        return self._leaders({(r["tenant"], r["chunk_id"]): r["ub"] for r in rows}, unread, depth)
 
     async def _score(self, conn: asyncpg.Connection, index: IndexInfo, stats: Corpus, terms: list[str],
                      idfs: list[float], candidates: list[tuple[str, str]], vector: np.ndarray, filters: Filters,

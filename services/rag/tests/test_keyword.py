@@ -53,7 +53,7 @@ def bm25(chunks: dict[tuple[str, str], dict[str, int]], tenant: str, terms: list
 
 def decided() -> dict[str, float]:
     return {p: REGISTRY.get_sample_value("rag_keyword_decided_total", {"pass": p}) or 0.0
-            for p in ("prefix", "essential", "exhaustive")}
+            for p in ("prefix", "segment", "exhaustive")}
 
 
 async def test_keyword_top_5_is_exact_bm25(store, embedder, retrieval_set, background):
@@ -81,7 +81,7 @@ async def test_keyword_top_5_is_exact_bm25(store, embedder, retrieval_set, backg
         assert all(expected[(h.tenant, h.chunk_id)] == pytest.approx(h.score, rel=1e-9) for h in found), query
     passes = {p: v - before[p] for p, v in decided().items()}
     # the bounded passes decided most searches, so the comparison above checked their bounds
-    assert passes["prefix"] > 0 and passes["prefix"] + passes["essential"] > passes["exhaustive"], passes
+    assert passes["prefix"] > 0 and passes["prefix"] + passes["segment"] > passes["exhaustive"], passes
 
 
 async def test_a_deletion_and_an_update_change_the_statistics(indexer, store):
