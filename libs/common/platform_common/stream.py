@@ -12,6 +12,11 @@ bounded retries, then `kafka.dead_letter`); a failing batch (Kafka or a dependen
 place with backoff, so nothing is skipped and nothing is committed meanwhile. A rebalance waits for the batch in
 flight, and records of partitions this consumer no longer owns are dropped before processing (their new owner
 processes them).
+
+`after_commit` runs once a batch committed (never for an aborted attempt), even when the stream is being cancelled:
+a stage that keeps state outside Kafka saves it there, so a batch aborted and processed again finds the state it
+started from. Outputs no consumed record drives (a model finished training) go through `outside_batch`, between
+batches, in a transaction of their own followed by the same `after_commit`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 Guarantee = Literal["exactly_once", "at_least_once"]
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 RecordHandler = Callable[[dict, ConsumerRecord], Awaitable[None]]
+Step = Callable[[], Awaitable[None]]
 
 
 def transactional_id(group_id: str, instance: str | None = None) -> str:
@@ -70,9 +76,10 @@ class Stream:
 
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, publisher: Publisher,
                  handler: BatchHandler, guarantee: Guarantee = "exactly_once", batch_size: int = 500,
-                 batch_wait_ms: int = 500, linger_ms: int = 0, retry_wait: float = 0.2, **consumer_options: Any):
+                 batch_wait_ms: int = 500, linger_ms: int = 0, retry_wait: float = 0.2,
+                 after_commit: Step | None = None, **consumer_options: Any):
         self.topics, self.group_id, self.publisher, self.handler = topics, group_id, publisher, handler
-        self.guarantee = guarantee
+        self.guarantee, self.after_commit = guarantee, after_commit
         self.batch_size, self.batch_wait_ms, self.linger_ms = batch_size, batch_wait_ms, linger_ms
         self.retry_wait = retry_wait
         self.consumer = AIOKafkaConsumer(
@@ -137,7 +144,7 @@ class Stream:
                 else:
                     await self.handler(records)
                     await self.consumer.commit(offsets)
-                return
+                break
             except ProducerFenced:
                 raise  # another process took over this transactional id: this one must stop
             except Exception as e:
@@ -145,6 +152,29 @@ class Stream:
                             sorted({tp.topic for tp in batches}), wait, type(e).__name__, e)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 5.0)
+        await self._after_commit()
+
+    async def outside_batch(self, work: Step) -> None:
+        """Runs `work`, which sends outputs no consumed record drives, between batches: in a transaction of its own
+        under exactly_once, then `after_commit`. A failure is raised (and the transaction aborted): the caller
+        decides whether to try again."""
+        async with self._batch:
+            if self.guarantee == "exactly_once":
+                async with self.publisher.producer.transaction():
+                    await work()
+            else:
+                await work()
+            await self._after_commit()
+
+    async def _after_commit(self) -> None:
+        if self.after_commit is None:
+            return
+        step = asyncio.ensure_future(self.after_commit())
+        try:
+            await asyncio.shield(step)
+        except asyncio.CancelledError:
+            await step  # the commit happened: what must follow it is done before the stream stops
+            raise
 
 
 class ReliableConsumer(Stream):
