@@ -22,13 +22,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import uvicorn
+import httpx
 import yaml
 
 from platform_common.auth import KeyStore, make_key
 from platform_common.kafka import Publisher, ensure_topics
 from platform_common.llm import InProcessLLM, Message
-from platform_common.testing import drop_topics, free_port
+from platform_common.testing import drop_topics, serving
 from rag.api import create_app as rag_app
 from rag.embedder import Embedder
 from rag.service import RagService
@@ -96,23 +96,14 @@ async def rag_up(run: str) -> AsyncIterator[tuple[str, str]]:
     (writer, w), (reader, r) = make_key("default", ["write"]), make_key("default", ["read"])
     rag = RagService(settings, embedder=Embedder())
     await rag.start(consume=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(rag_app(rag, KeyStore.from_entries([w, r])), host="127.0.0.1", port=port,
-                                           log_config=None, access_log=False))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
     try:
-        import httpx
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            for doc_id, title, text in DOCUMENTS:
-                (await http.post("/v1/documents", json={"document_id": doc_id, "title": title, "content": text},
-                                 headers={"Authorization": f"Bearer {writer}"})).raise_for_status()
-        yield f"http://127.0.0.1:{port}", reader
+        async with serving(rag_app(rag, KeyStore.from_entries([w, r]))) as url:
+            async with httpx.AsyncClient(base_url=url) as http:
+                for doc_id, title, text in DOCUMENTS:
+                    (await http.post("/v1/documents", json={"document_id": doc_id, "title": title, "content": text},
+                                     headers={"Authorization": f"Bearer {writer}"})).raise_for_status()
+            yield url, reader
     finally:
-        server.should_exit = True
-        await task
         await rag.store.pool.execute(f"DROP SCHEMA {settings.rag_db_schema} CASCADE")
         await rag.stop()
         await asyncio.to_thread(drop_topics, settings, [settings.rag_documents_topic, settings.rag_enriched_topic,

@@ -13,7 +13,6 @@ report grounded by the real rag service, written by the real model, every kept s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import sys
@@ -23,27 +22,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 
 from platform_common.auth import KeyStore, make_key
 from platform_common.kafka import Publisher, ensure_topics
-from platform_common.testing import drop_topics, free_port
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    server.capture_signals = contextlib.nullcontext
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+from platform_common.testing import drop_topics, serving
 
 
 def chat_app() -> FastAPI:
@@ -155,7 +138,8 @@ async def test_a_report_cites_its_own_tenants_and_the_shared_documents_only(stac
     from reports.config import ReportDefinition
 
     async with httpx.AsyncClient(base_url=stack.rag_url) as http:
-        for writer, doc_id, text in (("acme_writer", "strategy", ACME_PLAN), ("globex_writer", "strategy", GLOBEX_PLAN)):
+        for writer, doc_id, text in (("acme_writer", "strategy", ACME_PLAN),
+                                     ("globex_writer", "strategy", GLOBEX_PLAN)):
             answer = await http.post("/v1/documents", json={"document_id": doc_id, "title": "Maintenance strategy",
                                                             "content": text, "doc_type": "strategy"},
                                      headers={"Authorization": f"Bearer {stack.keys[writer]}"})

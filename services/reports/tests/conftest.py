@@ -4,19 +4,16 @@ endpoint), and a period with a known injected anomaly."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
 
 from platform_common.kafka import Publisher, ensure_topics
-from platform_common.testing import free_port
+from platform_common.testing import free_port, serving
 from reports.config import Config, Recipients, ReportDefinition, User
 from reports.generator import ReportGenerator
 from reports.rag_client import RagClient
@@ -30,22 +27,6 @@ from reports.watermark import Watermark
 PERIOD_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SPIKE_AT = PERIOD_END - timedelta(hours=5, minutes=30)
 SPIKE = 97.5
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI):
-    """Runs `app` with uvicorn on a free port of this test's loop; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    server.capture_signals = contextlib.nullcontext
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def delete_topics(settings: ReportsSettings, suffix: str) -> None:
