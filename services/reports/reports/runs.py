@@ -93,6 +93,15 @@ class Runs:
                 return Run.of(row) if row is not None else None
         return None
 
+    async def first_seen(self, definition: ReportDefinition) -> datetime:
+        """When this deployment first scheduled `definition` (now, the first time it is asked)."""
+        await self.pool.execute(f"insert into {self.s}.schedules (tenant, definition) values ($1, $2) "
+                                "on conflict do nothing", definition.tenant, definition.name)
+        seen: datetime = await self.pool.fetchval(
+            f"select first_seen from {self.s}.schedules where tenant = $1 and definition = $2",
+            definition.tenant, definition.name)
+        return seen
+
     async def latest(self, definition: ReportDefinition, end: datetime) -> Run | None:
         row = await self.pool.fetchrow(
             f"""select * from {self.s}.runs where tenant = $1 and definition = $2 and period_start = $3

@@ -1,10 +1,10 @@
 """Decides which periods to make, then drives the runs.
 
-Every scheduled period that ended within the backfill horizon is made once: after its end plus the grace, once the
-projections have caught up that far (`Watermark`). A period missed while the service was down is made at the next
-start (reason `backfill`). A made period whose figures change because of late events, within the lateness window,
-is made again as a new version (reason `late`). Claims are atomic (`Runs.claim`), so restarts and replicas never
-make a version twice."""
+Every scheduled period that ended within the backfill horizon (and after the definition was first scheduled here)
+is made once: after its end plus the grace, once the projections have caught up that far (`Watermark`). A period
+missed while the service was down is made at the next start (reason `backfill`). A made period whose figures
+change because of late events, within the lateness window, is made again as a new version (reason `late`). Claims
+are atomic (`Runs.claim`), so restarts and replicas never make a version twice."""
 
 from __future__ import annotations
 
@@ -34,7 +34,12 @@ class Scheduler:
         """Claims what is due, then advances every open run; returns the runs finished in this tick."""
         now = now or datetime.now(UTC)
         for definition in self.config.reports:
-            for end in definition.fire_times(now - self.horizon, now):
+            try:
+                since = max(now - self.horizon, await self.reporter.runs.first_seen(definition))
+            except Exception:
+                log.exception("report %s: schedule unavailable; retried at the next tick", definition.name)
+                continue
+            for end in definition.fire_times(since, now):
                 try:  # PostgreSQL or Kafka may be down for a while: this tick is lost, not the service
                     await self.consider(definition, end, now)
                 except Exception:

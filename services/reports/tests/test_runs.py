@@ -24,6 +24,7 @@ from platform_common.testing import ServiceProcess, decode_avro, free_port, read
 from reports.config import Recipients, ReportDefinition
 from reports.projector import projector
 from reports.publication import published_record
+from reports.scheduler import Scheduler
 from reports.store import Store
 
 SECONDS = 15  # one period: the service makes a report every 15 s
@@ -283,3 +284,14 @@ async def test_the_watermark_is_reached_only_once_the_projector_committed_past_i
         await consumer.stop()
     assert await store.pool.fetchval(f"select count(*) from {store.s}.events where event_id = $1", event["event_id"])
     assert sum((await watermark.offsets()).values()) == 1
+
+
+async def test_a_new_definition_does_not_make_the_periods_before_it_was_first_scheduled(reporter, rsettings):
+    scheduler = Scheduler(rsettings, reporter.config, reporter)
+    assert await scheduler.tick() == []
+    assert await reporter.store.pool.fetchval(f"select count(*) from {reporter.store.s}.runs") == 0
+    # a day later (the service down meanwhile), the period of each definition that ended in between is made
+    await scheduler.tick(datetime.now(UTC) + timedelta(days=1))
+    rows = await reporter.store.pool.fetch(f"select definition, reason from {reporter.store.s}.runs")
+    assert sorted((r["definition"], r["reason"]) for r in rows) == [("daily-ops", "scheduled"),
+                                                                    ("daily-quiet", "scheduled")]

@@ -39,3 +39,10 @@ CREATE TABLE IF NOT EXISTS {s}.deliveries (
     error            text,
     delivered_at     timestamptz,
     PRIMARY KEY (report_id, channel));
+-- When each definition was first scheduled here: periods that ended before are not back-filled (a new definition
+-- or a new deployment does not make the last days' reports at once; an outage's missed periods are).
+CREATE TABLE IF NOT EXISTS {s}.schedules (
+    tenant      text NOT NULL,
+    definition  text NOT NULL,
+    first_seen  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, definition));
