@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DELIVERIES = Counter("reports_deliveries_total", "Report deliveries by channel and outcome", ["channel", "outcome"])
 STEPS = Counter("reports_run_steps_total", "Report run steps by step and outcome", ["step", "outcome"])
+NEXT_STEP = {"claimed": "generate", "generated": "publish", "published": "deliver"}
 
 
 T = TypeVar("T")
@@ -82,17 +83,17 @@ class Reporter:
         return done
 
     async def advance(self, run: Run) -> bool:
-        step = run.state
+        step = NEXT_STEP[run.state]
         try:
             definition = self.config.definition(run.definition)
             if run.state == "claimed":
                 run = await self.generate(definition, run)
                 STEPS.labels(step, "done").inc()
-            step = run.state
+            step = NEXT_STEP[run.state]
             if run.state == "generated":
                 run = await uninterrupted(self.publish(definition, run))
                 STEPS.labels(step, "done").inc()
-            step = run.state
+            step = NEXT_STEP[run.state]
             return await self.deliver(definition, run)
         except Exception as e:  # every failure of a step is retried, then dead-lettered: none stops the others
             STEPS.labels(step, "failed").inc()
