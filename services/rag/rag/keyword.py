@@ -9,11 +9,12 @@ chunk's `tsv` (title and text, english configuration); a query counts each of it
 The top n is found without reading every posting of a common term. Each pass reads some postings of each term in
 impact order (tf descending, shorter chunks first) and bounds every chunk's score from above: the weights it was
 seen with, plus for each other term the most an unread posting can weigh (as much as the last one read, or one
-occurrence fewer in the shortest chunk holding the term). The 2n chunks with the best bounds are scored exactly;
-when no other chunk's bound exceeds the n-th score, that top n is exact BM25, else the next pass reads more:
+occurrence fewer in the shortest chunk holding the term). The chunks with the best bounds are scored exactly, 2n
+first, then twice as many each time; once no other chunk's bound exceeds the n-th score, that top n is exact BM25,
+else the next pass reads more:
 1. prefix: the first 2n postings of each (tenant, term);
-2. segment: every posting down to the frequencies where pass 1 stopped (in the database, which returns the 2n best
-   bounds): chunks that hold several terms often rise above those holding one;
+2. segment: every posting down to the frequencies where pass 1 stopped (in the database, which returns the
+   MAX_CANDIDATES n best bounds): chunks that hold several terms rise above those holding one;
 3. exhaustive: every posting, first without the terms too common to matter (an idf near 0, bounded by their
    heaviest posting), last with them: exact by construction.
 Passes 2 and 3 leave out the terms too common to matter until the very last.
@@ -38,8 +39,9 @@ K1 = 1.2
 B = 0.75
 # terms whose weights together stay under this share of the query's may be left out of pass 2's candidate search
 NEGLIGIBLE_SHARE = 0.01
-# a pass scores its candidates 2n at a time, in order of their bounds, at most this many times
-BATCHES = 4
+# a pass scores at most this many times n candidates, in order of their bounds: 2n first, then twice as many as
+# the time before (chunks that tie on their bounds, as in a corpus of equal-length chunks, are scored together)
+MAX_CANDIDATES = 32
 
 DECIDED = Counter("rag_keyword_decided_total", "Keyword searches by the candidate pass that proved them exact",
                   ["pass"])  # prefix, segment, exhaustive
@@ -151,14 +153,16 @@ class KeywordSearch:
         passes.append(("exhaustive", {t: 1 for t in terms}, 0.0))
         name, scored = "prefix", {}
         while True:
-            # the candidates in order of their bounds, 2n at a time, until the n-th score reaches the next bound
-            for start in range(0, min(len(ranked), BATCHES * 2 * n), 2 * n):
+            # the candidates in order of their bounds until the n-th score reaches the next bound
+            start, size = 0, 2 * n
+            while start < len(ranked):
                 await budget.arm()
-                batch = [key for key, _ in ranked[start:start + 2 * n]]
+                batch = [key for key, _ in ranked[start:start + size]]
                 for row in await self._score(conn, index, stats, terms, idfs, batch, vector, filters, n):
                     scored[row["tenant"], row["chunk_id"]] = row
                 rows = sorted(scored.values(), key=lambda r: (-r["rank"], r["tenant"], r["chunk_id"]))[:n]
-                bound = max(ranked[start + 2 * n][1] if start + 2 * n < len(ranked) else 0.0, rest)
+                start, size = start + size, 2 * size
+                bound = max(ranked[start][1] if start < len(ranked) else 0.0, rest)
                 # scores equal within float rounding are ties, and either of two tied chunks is right
                 if len(rows) == n and bound <= rows[-1]["rank"] * (1 + 1e-9) or bound <= 0 or not passes:
                     DECIDED.labels(name).inc()
@@ -168,7 +172,7 @@ class KeywordSearch:
                 return []
             name, tf_cut, others = passes.pop(0)
             await budget.arm()
-            ranked, rest = await self._segments(conn, index, stats, filters, tf_cut, others, BATCHES * 2 * n)
+            ranked, rest = await self._segments(conn, index, stats, filters, tf_cut, others, MAX_CANDIDATES * n)
 
     def _unread(self, stats: Corpus, term: str, tf: int, dl: int | None = None) -> float:
         """The most a posting of `term` after one of frequency `tf` (and length `dl`) in impact order can weigh:
@@ -262,5 +266,6 @@ class KeywordSearch:
 
 
 def _weight(tf: str, dl: str, avgdl: str) -> str:
-    """The SQL of `Corpus.weight`."""
-    return f"{tf}::float8 * {K1 + 1} / ({tf} + {K1} * ({1 - B} + {B} * {dl} / {avgdl}::float8))"
+    """The SQL of `Corpus.weight`, in float8 throughout (numeric arithmetic is several times slower)."""
+    return (f"{tf}::float8 * {K1 + 1}::float8 / ({tf}::float8 + {K1}::float8 * ({1 - B}::float8 + {B}::float8 "
+            f"* {dl}::float8 / {avgdl}::float8))")
