@@ -118,6 +118,22 @@ async def test_a_deletion_and_an_update_change_the_statistics(indexer, store):
     assert await stats() == third
 
 
+async def test_concurrent_writers_of_one_tenant_keep_the_statistics_exact(indexer, store, background):
+    # documents sharing most of their words, written and deleted at once: their term rows are updated by several
+    # transactions at once (a deadlock or a miscount would show here)
+    docs = background(16)
+    await asyncio.gather(*(indexer.apply(d) for d in docs))
+    await asyncio.gather(*(indexer.apply({"document_id": d["document_id"], "op": "delete"}) for d in docs[::2]),
+                         *(indexer.apply({**d, "content": d["content"] + " Fraud."}) for d in docs[1::2]))
+    chunks = await tokens(store, indexer.index)
+    assert {chunk_id.split("@")[0] for _, chunk_id in chunks} == {d["document_id"] for d in docs[1::2]}
+    async with store.pool.acquire() as conn:
+        stats = await corpus(conn, store.schema, indexer.index, ["default"], "fraud payment review outage")
+    assert stats.chunks == len(chunks)
+    assert stats.avgdl == sum(sum(c.values()) for c in chunks.values()) / len(chunks)
+    assert stats.df == {t: sum(t in c for c in chunks.values()) for t in ("fraud", "payment", "review", "outag")}
+
+
 async def test_one_tenants_statistics_do_not_move_another_tenants_scores(indexer, store, embedder):
     retriever = Retriever(store, embedder, indexer)
     await indexer.apply({"document_id": "rule", "tenant": "_shared", "metadata": shared_metadata(),
