@@ -1,18 +1,19 @@
-"""`python -m anomaly`: runs the anomaly service (Faust worker plus /healthz, /readyz, /metrics)."""
+"""`python -m anomaly`: runs the anomaly service until SIGINT/SIGTERM."""
 
-import faust
+import logging
 
-from platform_common.service import init_service
+from platform_common.service import init_service, run_until_signalled
 
-from .service import create_app
+from .app import run
 from .settings import AnomalySettings
 
 
 def main() -> None:
     settings = AnomalySettings()
     init_service(settings)
-    app, _ = create_app(settings)
-    faust.Worker(app, loglevel=settings.log_level, override_logging=False).execute_from_commandline()
+    logging.getLogger(__name__).info("anomaly starting on %s (%s)", settings.anomaly_source_topic,
+                                     settings.anomaly_processing_guarantee)
+    run_until_signalled(run(settings))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""The Faust application: consumes enriched events, runs one MetricDetector per (tenant, stream) and metric,
-publishes triggers and resolves to the alert topic, trains models in a worker process.
+"""The service: consumes enriched events on the platform's stream runtime, runs one MetricDetector per (tenant,
+stream) and metric, publishes triggers and resolves to the alert topic, trains models in a worker process.
 
-Each batch is handled in this order: score, publish the alerts (acks=all), hand training requests to the pool,
-save the detectors of the touched streams with the last offset they reflect, then let Faust ack the events. A
-record at or below a stream's saved offset is already in its state and is skipped, so a restart (or a re-delivered
-batch) neither forgets a stream nor raises its alerts again; alert ids are derived from the excursion, so even a
-crash between publishing and saving re-sends the same alert id for consumers to deduplicate.
+Each batch is handled in this order: score, publish the alerts, hand training requests to the pool; the runtime
+then commits the alerts with the consumed offsets (one Kafka transaction under exactly_once, the default), and
+only after that commit are the detectors of the touched streams saved with the last offset they reflect. A record
+at or below a stream's saved offset is already in its state and is skipped. Saving after the commit is what keeps
+an aborted batch from being skipped when it comes again: until it committed, PostgreSQL holds the state it started
+from, and the streams it changed in memory are dropped and loaded again before the next batch. A kill between the
+commit and the save leaves the saved state behind the committed offsets: the batch's points are then missing from
+its streams' history (its alerts are not repeated). Alert ids are derived from the excursion, so under
+at_least_once a repeated batch re-sends the same alert ids for consumers to deduplicate.
 
 A model is installed at the point its detector fixed when it asked for it (`install_after` points later), not when
 its training happens to end: a stream that reaches that point first holds its next points (saved with its state)
@@ -35,12 +39,12 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-import faust
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
-from platform_common.kafka import Publisher, dead_letter, ensure_topics
-from platform_common.ops import kafka_check, ops_app, postgres_check, registry_check, serve
+from platform_common import stream as runtime
+from platform_common.kafka import dead_letter, ensure_topics
 from platform_common.retry import until_available
 from platform_common.tracing import process_span
 
@@ -86,13 +90,12 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-def _context(msg, value: dict) -> dict:
+def _context(msg: ConsumerRecord, value: dict) -> dict:
     """What publishing a point's alert, or dead-lettering its record, needs later: JSON-able, since a point held
     for its model is saved with the stream's state."""
-    headers = msg.headers.items() if isinstance(msg.headers, dict) else (msg.headers or ())
     return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
             "key": msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key,
-            "value": _b64(msg.value), "headers": [[k, _b64(v)] for k, v in headers],
+            "value": _b64(msg.value), "headers": [[k, _b64(v)] for k, v in msg.headers or ()],
             "event_id": value.get("event_id", ""), "source": value.get("source", "")}
 
 
@@ -111,7 +114,7 @@ def stream_key(value: dict) -> StreamKey:
 
 
 @dataclass
-class Stream:
+class StreamState:
     partition: int = -1
     last_offset: int = -1
     detectors: dict[str, MetricDetector] = field(default_factory=dict)
@@ -119,50 +122,54 @@ class Stream:
 
 class AnomalyService:
     def __init__(self, settings: AnomalySettings):
-        self.settings = settings
+        s = self.settings = settings
         self.config = detector_config(settings)
-        self.streams: dict[StreamKey, Stream] = {}
+        self.streams: dict[StreamKey, StreamState] = {}
+        # streams changed by the batch (or model install) in flight: saved once it committed, dropped if it did not
+        self.uncommitted: set[StreamKey] = set()
+        self.reload: set[StreamKey] = set()  # streams whose model install failed: loaded again, so they retrain
         self.store: Store | None = None
-        self.publisher: Publisher | None = None
         self.pool: ProcessPoolExecutor | None = None
-        self.training: dict[tuple[StreamKey, str], asyncio.Future] = {}
-        self._started = asyncio.Lock()
-        self._busy = asyncio.Lock()  # held while a batch or a model install is in flight; shutdown waits for it
+        self.training: dict[tuple[StreamKey, str], asyncio.Future] = {}  # until its model is being installed
+        self.trainers: set[asyncio.Future] = set()  # until it is installed: shutdown waits for an install
+        group, guarantee = s.anomaly_app_id, s.anomaly_processing_guarantee
+        self.publisher = runtime.stream_publisher(s, guarantee, group, s.anomaly_instance_id)
+        self.consumer = runtime.Stream(
+            s, [s.anomaly_source_topic], group, self.publisher, self.handle, guarantee=guarantee,
+            batch_size=s.anomaly_batch_size, linger_ms=int(s.anomaly_batch_seconds * 1000),
+            after_commit=self._save_committed, session_timeout_ms=int(s.anomaly_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, s.anomaly_session_timeout_s / 3) * 1000))
 
     async def start(self) -> None:
-        async with self._started:
-            if self.store is not None:
-                return
-            s = self.settings
-            await ensure_topics(s, [s.anomaly_source_topic, s.anomaly_alert_topic])
-            self.store = await Store.connect(s.database_url, s.anomaly_db_schema)
-            self.publisher = Publisher(s)
-            await self.publisher.start()
-            # spawn: a forked child would inherit the loop's threads and sockets
-            self.pool = ProcessPoolExecutor(s.anomaly_train_workers, mp_context=multiprocessing.get_context("spawn"))
+        s = self.settings
+        await ensure_topics(s, [s.anomaly_source_topic, s.anomaly_alert_topic])
+        self.store = await Store.connect(s.database_url, s.anomaly_db_schema)
+        await self.publisher.start()  # with a transactional id: fences an earlier process with the same id
+        await self.consumer.start()
+        # spawn: a forked child would inherit the loop's threads and sockets
+        self.pool = ProcessPoolExecutor(s.anomaly_train_workers, mp_context=multiprocessing.get_context("spawn"))
+
+    async def run(self) -> None:
+        await self.consumer.run()
 
     async def stop(self) -> None:
-        async with self._busy:
-            for future in self.training.values():
-                future.cancel()
-            if self.pool:
-                self.pool.shutdown(wait=False, cancel_futures=True)
-            if self.publisher:
-                await self.publisher.stop()
-            if self.store:
-                await self.store.close()
+        """After `run` was cancelled: a model install in flight is aborted (its stream trains again after a
+        restart) or, past its commit, finishes saving its stream."""
+        for trainer in self.trainers:
+            trainer.cancel()
+        await asyncio.gather(*self.trainers, return_exceptions=True)
+        if self.pool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        await self.consumer.stop()
+        await self.publisher.stop()
+        if self.store:
+            await self.store.close()
 
     @property
     def _store(self) -> Store:
         if self.store is None:
             raise RuntimeError("the service is not started")
         return self.store
-
-    @property
-    def _publisher(self) -> Publisher:
-        if self.publisher is None:
-            raise RuntimeError("the service is not started")
-        return self.publisher
 
     async def _attempts(self, call: Callable[[], Awaitable[T]], step: str) -> T:
         """`call()` with the platform's bounded retries (PostgreSQL down is waited out inside, not counted)."""
@@ -177,14 +184,14 @@ class AnomalyService:
         raise AssertionError("unreachable")
 
     async def _dead_letter(self, record, error: BaseException) -> None:
-        await dead_letter(self._publisher, record, error, self.settings.anomaly_app_id)
+        await dead_letter(self.publisher, record, error, self.settings.anomaly_app_id)
 
     # --- state ---------------------------------------------------------------------------------------------
 
-    async def stream(self, key: StreamKey) -> Stream:
+    async def stream(self, key: StreamKey) -> StreamState:
         if key in self.streams:
             return self.streams[key]
-        stream = Stream()
+        stream = StreamState()
         row = await self._store.load_stream(key)
         if row is not None:
             stream.partition, stream.last_offset = row.partition, row.last_offset
@@ -199,44 +206,52 @@ class AnomalyService:
         self._start_trainings({key: stream})
         return stream
 
-    async def _save(self, streams: dict[StreamKey, Stream]) -> None:
+    async def _save_committed(self) -> None:
+        """The runtime's after-commit step: the changed streams' state now matches what Kafka committed."""
+        streams = {key: self.streams[key] for key in self.uncommitted if key in self.streams}
         if streams:
             rows = {key: StreamRow(st.partition, st.last_offset, {m: d.snapshot() for m, d in st.detectors.items()})
                     for key, st in streams.items()}
             await until_available(lambda: self._store.save_streams(rows), "PostgreSQL")
+        self.uncommitted.clear()
         HELD.set(sum(len(d.pending) for st in self.streams.values() for d in st.detectors.values()))
+
+    def _drop_uncommitted(self) -> None:
+        """Before each batch or install: streams a failed one changed load again from PostgreSQL, whose state
+        matches the committed offsets (the batch comes again)."""
+        for key in self.uncommitted | self.reload:
+            self.streams.pop(key, None)
+        self.uncommitted.clear()
+        self.reload.clear()
+        STREAMS.set(len(self.streams))
 
     # --- batches -------------------------------------------------------------------------------------------
 
-    async def handle(self, events: list) -> None:
-        async with self._busy:
-            touched: dict[StreamKey, Stream] = {}
-            pending: dict[StreamKey, list] = defaultdict(list)  # stream -> [(context, value)] in order
-            for event in events:
-                msg = event.message
-                try:
-                    value = await self._publisher.serde.decode(msg.value)
-                except Exception as e:  # undecodable: no retry can help
-                    await self._dead_letter(msg, e)
-                    continue
-                try:
-                    key = await self._attempts(partial(self._accept, msg, value), "load")
-                except Exception as e:
-                    await self._dead_letter(msg, e)
-                    continue
-                if key is None:
-                    SKIPPED.inc()
-                    continue
-                pending[key].append((_context(msg, value), value))
-                touched[key] = self.streams[key]
-            for key, items in pending.items():
-                await self._publish_all(key, await self._score_stream(key, items))
-            # a stream whose scoring failed was reloaded: save the object that holds its state now
-            touched = {key: self.streams[key] for key in touched}
-            self._start_trainings(touched)
-            await self._save(touched)
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        """One batch, inside its transaction under exactly_once; its streams are saved after the commit."""
+        self._drop_uncommitted()
+        pending: dict[StreamKey, list] = defaultdict(list)  # stream -> [(context, value)] in order
+        for msg in records:
+            try:
+                value = await self.publisher.serde.decode(msg.value)
+            except Exception as e:  # undecodable: no retry can help
+                await self._dead_letter(msg, e)
+                continue
+            try:
+                key = await self._attempts(partial(self._accept, msg, value), "load")
+            except Exception as e:
+                await self._dead_letter(msg, e)
+                continue
+            if key is None:
+                SKIPPED.inc()
+                continue
+            pending[key].append((_context(msg, value), value))
+        for key, items in pending.items():
+            await self._publish_all(key, await self._score_stream(key, items))
+        # a stream whose scoring failed was reloaded: start the trainings of the object that holds its state now
+        self._start_trainings({key: self.streams[key] for key in pending})
 
-    async def _accept(self, msg, value: dict) -> StreamKey | None:
+    async def _accept(self, msg: ConsumerRecord, value: dict) -> StreamKey | None:
         """The record's stream, loaded; None when its state already reflects the record."""
         key = stream_key(value)
         for name in (*key, *(value.get("metrics") or {})):
@@ -245,11 +260,12 @@ class AnomalyService:
         stream = await self.stream(key)
         if msg.partition == stream.partition and msg.offset <= stream.last_offset:
             return None
+        self.uncommitted.add(key)
         stream.partition, stream.last_offset = msg.partition, msg.offset
         return key
 
     @staticmethod
-    def _feed(stream: Stream, items: list, config: DetectorConfig) -> list[tuple[str, Scored]]:
+    def _feed(stream: StreamState, items: list, config: DetectorConfig) -> list[tuple[str, Scored]]:
         series: dict[str, list[tuple[int, float, dict]]] = defaultdict(list)
         for ctx, value in items:
             occurred = _ms(value["occurred_at"])
@@ -321,13 +337,13 @@ class AnomalyService:
         # the alert continues the trace of the event that raised it
         headers = [("traceparent", traceparent.encode())] if traceparent else []
         with process_span(ctx["topic"], s.anomaly_app_id, headers, ctx["partition"], ctx["offset"]):
-            await self._publisher.publish(s.anomaly_alert_topic, stream_id, alert, schema_of="anomalies.v1")
+            await self.publisher.publish(s.anomaly_alert_topic, stream_id, alert, schema_of="anomalies.v1")
         ALERTS.labels(d.action, d.severity, d.detector).inc()
         log.info("%s %s %s severity=%s detector=%s", d.action, dedup_key, metric, d.severity, d.detector)
 
     # --- training ------------------------------------------------------------------------------------------
 
-    def _start_trainings(self, streams: dict[StreamKey, Stream]) -> None:
+    def _start_trainings(self, streams: dict[StreamKey, StreamState]) -> None:
         from .model import train_serialized
 
         loop = asyncio.get_running_loop()
@@ -337,8 +353,10 @@ class AnomalyService:
                     continue
                 version = model_version("/".join(key), metric, request.span[1])
                 future = loop.run_in_executor(self.pool, train_serialized, request.values, self.config, version)
-                self.training[(key, metric)] = asyncio.ensure_future(
-                    self._finish_training(key, metric, future, request))
+                trainer = asyncio.ensure_future(self._finish_training(key, metric, future, request))
+                self.training[(key, metric)] = trainer
+                self.trainers.add(trainer)
+                trainer.add_done_callback(self.trainers.discard)
 
     async def _finish_training(self, key: StreamKey, metric: str, future, request) -> None:
         """Stores the model, then hands it to its detector, which installs it at its point: the points held for
@@ -362,55 +380,25 @@ class AnomalyService:
             TRAININGS.labels(request.reason, "failed").inc()
             log.exception("training %s %s failed; the detector goes on with its current scorer", key, metric)
             model = None
-        async with self._busy:
+        try:
+            await self.consumer.outside_batch(partial(self._install, key, metric, request, model))
+        except Exception:
+            log.exception("installing the model of %s %s failed; the stream loads again and retrains", key, metric)
             self.training.pop((key, metric), None)
-            stream = self.streams.get(key)
-            det = stream.detectors.get(metric) if stream is not None else None
-            if stream is None or det is None or det.request is None or det.request.span != request.span:
-                return  # the stream was reloaded since, with a request of its own
-            if det.blocked:
-                LATE.inc()
-            scored = det.offer(model) if model is not None else det.abandon_request()
-            POINTS.labels(det.detector).inc(len(scored))
-            await self._publish_all(key, [(metric, s) for s in scored])
-            self._start_trainings({key: stream})
-            await self._save({key: stream})
+            self.reload.add(key)
 
-
-def create_app(settings: AnomalySettings) -> tuple[faust.App, AnomalyService]:
-    datadir = settings.data_dir / "anomaly" / settings.anomaly_app_id
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.anomaly_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap_servers}",
-        datadir=str(datadir),
-        web_enabled=False,
-        topic_partitions=settings.kafka_partitions,
-        consumer_auto_offset_reset="earliest",
-        # a killed worker's partitions move after this long without heartbeats (Faust's default is 60 s)
-        broker_session_timeout=settings.anomaly_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.anomaly_session_timeout_s / 3),
-    )
-    service = AnomalyService(settings)
-    source = app.topic(settings.anomaly_source_topic, key_serializer="raw", value_serializer="raw")
-
-    @app.agent(source)
-    async def detect(stream):
-        await service.start()
-        async for events in stream.take_events(settings.anomaly_batch_size, within=settings.anomaly_batch_seconds):
-            # shielded: a shutdown lets the batch finish, so its alerts and state are saved together
-            await asyncio.shield(service.handle(events))
-
-    @app.task
-    async def ops() -> None:
-        s = settings
-        checks = {"kafka": kafka_check(s.kafka_bootstrap_servers), "registry": registry_check(s.schema_registry_url),
-                  "postgres": postgres_check(s.database_url)}
-        await serve(ops_app("anomaly", checks), s.anomaly_port)
-
-    # mode types its signal handlers so that no function matches them, not even def f(*args, **kwargs)
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def shutdown(_app, **_kwargs) -> None:
-        await service.stop()
-
-    return app, service
+    async def _install(self, key: StreamKey, metric: str, request, model) -> None:
+        """Between batches, in a transaction of its own under exactly_once; the stream is saved after its commit."""
+        self._drop_uncommitted()
+        self.training.pop((key, metric), None)
+        stream = self.streams.get(key)
+        det = stream.detectors.get(metric) if stream is not None else None
+        if stream is None or det is None or det.request is None or det.request.span != request.span:
+            return  # the stream was reloaded since, with a request of its own
+        if det.blocked:
+            LATE.inc()
+        self.uncommitted.add(key)
+        scored = det.offer(model) if model is not None else det.abandon_request()
+        POINTS.labels(det.detector).inc(len(scored))
+        await self._publish_all(key, [(metric, s) for s in scored])
+        self._start_trainings({key: stream})
