@@ -29,7 +29,7 @@ $(VENV)/.installed: libs/common/pyproject.toml $(addsuffix /pyproject.toml,$(SER
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_VERSION)"
-	$(PY) -m pip install -q -r deploy/local/requirements.txt -e "libs/common[test,faust]" \
+	$(PY) -m pip install -q -r deploy/local/requirements.txt -e "libs/common[test]" \
 	  $(foreach s,$(SERVICES),-e "$(s)[test]")
 	touch $@
 

@@ -25,7 +25,7 @@ def rss_kib(pid: int) -> int:
 
 
 def tree_rss_kib(pid: int) -> int:
-    """RSS of a service and its worker processes (uvicorn workers, Faust, training pools)."""
+    """RSS of a service and its worker processes (uvicorn workers, training pools)."""
     children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():

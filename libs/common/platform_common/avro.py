@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import cast
 
-from schema_registry.client import AsyncSchemaRegistryClient, SchemaRegistryClient, schema
+from schema_registry.client import AsyncSchemaRegistryClient, schema
 from schema_registry.client.errors import ClientError
 from schema_registry.serializers import AsyncAvroMessageSerializer
 
@@ -70,13 +70,6 @@ class AvroSerde:
     async def decode(self, data: bytes) -> dict:
         # None comes back only for a None message; bytes decode to a record or raise
         return cast(dict, await self._serializer.decode_message(data))
-
-
-def faust_codec(topic: str, registry_url: str):
-    """A faust codec for `topic`'s values, in the same wire format (python-schema-registry-client's)."""
-    from schema_registry.serializers.faust import avro_serializer_factory
-
-    return avro_serializer_factory(SchemaRegistryClient(url=registry_url), subject(topic), load_schema(topic))
 
 
 async def register_schemas(registry_url: str, topics: list[str] | None = None) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """The detector of one metric of one stream: feed points, get decisions. Plain, synchronous and deterministic,
-so the Faust agent and the backtest run exactly the same code, and its decisions do not depend on how the points
+so the service and the backtest run exactly the same code, and its decisions do not depend on how the points
 are cut into batches nor on how long a training takes.
 
 Scoring. Every point gets a raw anomaly score in "robust z" units (how many scaled MADs it is from normal):

@@ -36,7 +36,7 @@ def mask(text: str) -> str:
 
 
 def install_log_masking() -> None:
-    """Masks every log record when it is created, whichever logger or handler (Faust installs its own) gets it."""
+    """Masks every log record when it is created, whichever logger or handler gets it."""
     make_record = logging.getLogRecordFactory()
 
     def masked_record(*args, **kwargs) -> logging.LogRecord:
