@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
-import numpy as np
 from prometheus_client import Counter
 
 from .store import CHUNK_COLUMNS, Filters, IndexInfo, filter_clause
@@ -112,10 +111,10 @@ class KeywordSearch:
         self.schema = schema
         self.timeout_ms = timeout_ms
 
-    async def search(self, index: IndexInfo, query: str, vector: np.ndarray, filters: Filters,
-                     n: int) -> list[dict]:
+    async def search(self, index: IndexInfo, query: str, filters: Filters, n: int) -> list[dict]:
         """The n best chunks by BM25, best first, each with its `rank`, its `coverage` (rank over the query's
-        ceiling: how much of the query's IDF mass it holds) and its cosine `similarity` to `vector`."""
+        ceiling: how much of the query's IDF mass it holds) and its `embedding`. The query's vector is not needed:
+        the search runs while the query is being embedded."""
         try:
             async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 budget = _Budget(conn, self.timeout_ms)
@@ -123,7 +122,7 @@ class KeywordSearch:
                 stats = await corpus(conn, self.schema, index, filters.tenants(), query)
                 if not stats.found():
                     return []
-                rows = await self._top(conn, budget, index, stats, vector, filters, n)
+                rows = await self._top(conn, budget, index, stats, filters, n)
         except asyncpg.QueryCanceledError as e:
             TIMEOUTS.inc()
             raise KeywordTimeout from e
@@ -134,7 +133,7 @@ class KeywordSearch:
         return [{**r, "coverage": r["rank"] / ceiling} for r in rows]
 
     async def _top(self, conn: asyncpg.Connection, budget: _Budget, index: IndexInfo, stats: Corpus,
-                   vector: np.ndarray, filters: Filters, n: int) -> list[dict]:
+                   filters: Filters, n: int) -> list[dict]:
         terms = stats.found()
         idfs = [stats.idf(t) for t in terms]
         negligible, total = 0, 0.0
@@ -158,7 +157,7 @@ class KeywordSearch:
             while start < len(ranked):
                 await budget.arm()
                 batch = [key for key, _ in ranked[start:start + size]]
-                for row in await self._score(conn, index, stats, terms, idfs, batch, vector, filters, n):
+                for row in await self._score(conn, index, stats, terms, idfs, batch, filters, n):
                     scored[row["tenant"], row["chunk_id"]] = row
                 rows = sorted(scored.values(), key=lambda r: (-r["rank"], r["tenant"], r["chunk_id"]))[:n]
                 start, size = start + size, 2 * size
@@ -246,13 +245,12 @@ class KeywordSearch:
         return self._leaders({(r["tenant"], r["chunk_id"]): r["ub"] for r in rows}, unread, depth)
 
     async def _score(self, conn: asyncpg.Connection, index: IndexInfo, stats: Corpus, terms: list[str],
-                     idfs: list[float], candidates: list[tuple[str, str]], vector: np.ndarray, filters: Filters,
-                     n: int) -> list[dict]:
+                     idfs: list[float], candidates: list[tuple[str, str]], filters: Filters, n: int) -> list[dict]:
         """The exact BM25 of the candidates passing the filters, from their own lexemes; the n best."""
-        where, args = filter_clause(filters, 8, "c.")
+        where, args = filter_clause(filters, 7, "c.")
         columns = ", ".join(f"c.{col}" for col in CHUNK_COLUMNS.split(", "))
         rows = await conn.fetch(f"""
-            SELECT {columns}, 1 - (c.embedding <=> $7) AS similarity, s.rank
+            SELECT {columns}, c.embedding, s.rank
             FROM unnest($1::text[], $2::text[]) k(tenant, chunk_id)
             JOIN {self.schema}.{index.table} c ON c.tenant = k.tenant AND c.chunk_id = k.chunk_id,
             LATERAL (SELECT sum(cardinality(positions)) AS dl FROM unnest(c.tsv)) d,
@@ -261,7 +259,7 @@ class KeywordSearch:
                      ON q.term = u.lexeme) s
             WHERE {where}
             ORDER BY s.rank DESC, c.tenant, c.chunk_id LIMIT $6""",
-            [t for t, _ in candidates], [c for _, c in candidates], terms, idfs, stats.avgdl, n, vector, *args)
+            [t for t, _ in candidates], [c for _, c in candidates], terms, idfs, stats.avgdl, n, *args)
         return [dict(r) for r in rows]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from prometheus_client import Histogram
 
 from .embedder import Embedder
@@ -81,21 +82,26 @@ class Retriever:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         started = time.perf_counter()
         index = self.indexer.index
-        vector = (await self.embedder.embed([query]))[0]
         n = max(candidates, k)
+        # the keyword side needs no vector: it runs while the query is embedded
+        embedding = asyncio.ensure_future(self.embedder.embed([query]))
 
-        async def keyword() -> list | None:
+        async def dense_side() -> list:
+            return await self.store.dense(index, (await embedding)[0], filters, n)
+
+        async def keyword_side() -> list | None:
             try:
-                return await self.keyword.search(index, query, vector, filters, n)
+                return await self.keyword.search(index, query, filters, n)
             except KeywordTimeout:
                 return None
 
-        dense, found = await asyncio.gather(
-            self.store.dense(index, vector, filters, n) if mode != "keyword" else _nothing(),
-            keyword() if mode != "dense" else _nothing())
+        dense, found = await asyncio.gather(dense_side() if mode != "keyword" else _nothing(),
+                                            keyword_side() if mode != "dense" else _nothing())
         timed_out = found is None
         if timed_out and mode == "keyword":
-            dense = await self.store.dense(index, vector, filters, n)
+            dense = await dense_side()
+        vector = (await embedding)[0]
+        found = [{**r, "similarity": _cosine(vector, r["embedding"].to_numpy())} for r in found or []]
         ranked: list[list] = [side for side in (dense, found) if side]
         if mode == "hybrid" and found:  # a hit on a sliver of the query is noise that would outvote dense finds
             ranked[-1] = [r for r in found if r["coverage"] >= KEYWORD_MIN_COVERAGE]
@@ -118,6 +124,11 @@ class Retriever:
                 for cid in best for r in (rows[cid],)]
         RETRIEVAL_SECONDS.labels(mode).observe(time.perf_counter() - started)
         return Retrieval(hits, timed_out)
+
+
+def _cosine(unit: np.ndarray, other: np.ndarray) -> float:
+    """Cosine similarity of a unit vector (the query's) and another, as pgvector's `1 - (a <=> b)`."""
+    return float(np.dot(unit, other) / np.linalg.norm(other))
 
 
 async def _nothing() -> list:
