@@ -14,11 +14,12 @@ def kills(platform, victims: tuple[str, ...]) -> list:
     return [partial(platform.restart, victim) for victim in victims]
 
 
-async def test_kill_enrich_and_notify_mid_flow(start_platform, settings, run_id):
+async def test_kill_enrich_anomaly_and_notify_mid_flow(start_platform, settings, run_id):
     """The fast part, in `make test`."""
     platform = start_platform(SERVICES)
     await run_with_faults(platform, settings, run_id, streams=2, points=SPIKE_AT + 60, rate=100,
-                          faults=kills(platform, ("enrich", "notify")), fault="kill -9 enrich, notify")
+                          faults=kills(platform, ("enrich", "anomaly", "notify")),
+                          fault="kill -9 enrich, anomaly, notify")
 
 
 @pytest.mark.chaos

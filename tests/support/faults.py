@@ -1,6 +1,7 @@
 """A flow of signed webhooks through the platform while faults are injected, and what must hold after it:
 nothing answered 202 is lost, every accepted event is on events.enriched.v1 exactly once (read_committed, counted
-per event id), every alert is delivered once, and the DLQs hold only what was meant to fail."""
+per event id), every alert is on anomalies.v1 once (counted per alert id) and delivered once, and the DLQs hold
+only what was meant to fail."""
 
 import asyncio
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from anomaly.service import alert_id
 from platform_common.kafka import dlq
 from platform_common.testing import consumer_lag, count_event_ids, read_messages
 
@@ -79,6 +81,10 @@ async def run_with_faults(platform: Platform, settings, run_id: str, streams: in
     await asyncio.sleep(5)  # a late duplicate would show up here
     triggers = [e for e in platform.received() if e["event_action"] == "trigger"]
     per_key = Counter(e["dedup_key"] for e in triggers)
+    # anomaly's output read committed, per alert id: each delivered trigger (its resolve may still be on the way)
+    alerts = await asyncio.to_thread(count_event_ids, settings, platform.topics["anomalies.v1"],
+                                     {alert_id(key, "trigger") for key in per_key}, 60, field="alert_id")
+    alerts_repeated = sum(n - 1 for n in alerts.values())
 
     uncontextualized, rag_repeated, rag_dead = set(), 0, []
     if "rag" in platform.services:
@@ -94,7 +100,8 @@ async def run_with_faults(platform: Platform, settings, run_id: str, streams: in
         rag_dead = read_messages(settings, dlq(topic), 1, timeout=5)
 
     dead = read_messages(settings, dlq(platform.topics["events.raw.v1"]), POISON + 5, timeout=10)
-    record(fault=fault + (f" (rag repeated {rag_repeated})" if "rag" in platform.services else ""),
+    record(fault=fault + f" (alerts repeated {alerts_repeated}" +
+           (f", rag repeated {rag_repeated})" if "rag" in platform.services else ")"),
            sent=sender.sent, accepted=len(sender.accepted), output="events.enriched.v1",
            found=len(set(enriched) & sender.accepted), lost=len(lost), duplicated=duplicated,
            recovery_s=max(recoveries))
@@ -102,6 +109,8 @@ async def run_with_faults(platform: Platform, settings, run_id: str, streams: in
     assert not lost, f"{len(lost)} accepted events never stored, e.g. {sorted(lost)[:3]}\n{platform.logs()}"
     assert duplicated == 0, f"{duplicated} repeated records on events.enriched.v1: " + \
         str(sorted((i, n) for i, n in enriched.items() if n > 1)[:5])
+    assert alerts_repeated == 0, f"{alerts_repeated} repeated alerts on anomalies.v1: " + \
+        str(sorted((i, n) for i, n in alerts.items() if n > 1)[:5])
     assert not uncontextualized, f"{len(uncontextualized)} accepted events have no contextualized counterpart"
     assert rag_repeated == 0, f"{rag_repeated} repeated records on events.contextualized.v1"
     assert not rag_dead, [m.headers() for m in rag_dead]

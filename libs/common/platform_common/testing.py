@@ -204,9 +204,10 @@ def decode_avro(settings: CommonSettings, msg: Message) -> dict:
 
 
 def count_event_ids(settings: CommonSettings, topic: str, expected: set[str], timeout: float = 60.0,
-                    settle: float = 3.0) -> Counter[str]:
-    """How often each event id occurs in `topic` (Avro values), read committed from its beginning: until every
-    expected id was seen and nothing more arrived for `settle` seconds (a late repeat would show up), or `timeout`."""
+                    settle: float = 3.0, field: str = "event_id") -> Counter[str]:
+    """How often each id (the values' `field`, e.g. anomalies.v1's alert_id) occurs in `topic` (Avro values), read
+    committed from its beginning: until every expected id was seen and nothing more arrived for `settle` seconds (a
+    late repeat would show up), or `timeout`."""
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
                          "group.id": f"counter-{topic}-{time.monotonic_ns()}", "auto.offset.reset": "earliest",
@@ -223,7 +224,7 @@ def count_event_ids(settings: CommonSettings, topic: str, expected: set[str], ti
                     break
                 continue
             last = time.monotonic()
-            counts[deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE))["event_id"]] += 1
+            counts[deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE))[field]] += 1
     finally:
         consumer.close()
     return counts

@@ -70,6 +70,11 @@ ALERT_NAMESPACE = uuid.UUID("5f1d8a52-8c1e-4f0e-9a57-3b9a0c2d7e11")
 DEFAULT_TENANT = "default"  # the tenant of events that carry none (the enriched schema's default)
 
 
+def alert_id(dedup_key: str, action: str) -> str:
+    """The same id whenever the excursion's alert is raised again (a repeated batch, a replay)."""
+    return str(uuid.uuid5(ALERT_NAMESPACE, f"{dedup_key}:{action}"))
+
+
 def detector_config(settings: AnomalySettings) -> DetectorConfig:
     return replace(DetectorConfig(), **json.loads(settings.anomaly_detector))
 
@@ -325,7 +330,7 @@ class AnomalyService:
         dedup_key = f"{tenant}:{stream_id}:{metric}:{d.excursion_start}"
         traceparent = _traceparent(ctx)
         alert = {
-            "alert_id": str(uuid.uuid5(ALERT_NAMESPACE, f"{dedup_key}:{d.action}")),
+            "alert_id": alert_id(dedup_key, d.action),
             "dedup_key": dedup_key, "action": d.action, "stream_id": stream_id,
             "source": ctx["source"], "tenant": tenant, "metric": metric,
             "value": d.value, "score": d.score, "threshold": d.threshold, "severity": d.severity,
