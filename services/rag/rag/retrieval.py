@@ -1,7 +1,8 @@
 """Hybrid retrieval: pgvector HNSW (dense) and exact BM25 (keyword, rag/keyword.py) over the same chunks, run
-concurrently and fused with reciprocal rank fusion. Every hit carries its cosine similarity to the query, whichever
-side found it; a hit counts as grounding when that similarity is high enough or when it holds most of the query's
-BM25 mass (an identifier or a name has little cosine similarity to a question that merely quotes it).
+concurrently (the keyword side while the query is embedded) and fused with reciprocal rank fusion. Every hit carries
+its cosine similarity to the query, whichever side found it; a hit counts as grounding when that similarity is high
+enough or when it holds most of the query's BM25 mass (an identifier or a name has little cosine similarity to a
+question that merely quotes it).
 
 The keyword side has a time budget: past it the answer is dense-only, and says so."""
 
