@@ -2,6 +2,7 @@
 an OpenAI-compatible stub for tests that are not about generation quality."""
 
 import asyncio
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -113,7 +114,7 @@ async def stub_chat():
                     "About 4321 customers lost money.")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(stub.app, host="127.0.0.1", port=port, log_config=None))
-    server.install_signal_handlers = lambda: None
+    server.capture_signals = contextlib.nullcontext
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
