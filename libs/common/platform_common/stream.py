@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 Guarantee = Literal["exactly_once", "at_least_once"]
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 RecordHandler = Callable[[dict, ConsumerRecord], Awaitable[None]]
+# work done once for a whole batch's decoded values before they are handled one by one (rag embeds their queries)
+BatchPreparer = Callable[[list[dict]], Awaitable[None]]
 Step = Callable[[], Awaitable[None]]
 
 
@@ -186,25 +188,33 @@ class ReliableConsumer(Stream):
 
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, handler: RecordHandler,
                  publisher: Publisher, max_attempts: int | None = None, retry_wait: float = 0.2,
-                 guarantee: Guarantee = "at_least_once", **consumer_options: Any):
+                 guarantee: Guarantee = "at_least_once", prepare: BatchPreparer | None = None,
+                 **consumer_options: Any):
         super().__init__(settings, topics, group_id, publisher, self._each, guarantee=guarantee,
                          batch_wait_ms=500, retry_wait=retry_wait, **consumer_options)
         self.record_handler = handler
+        self.prepare = prepare
         self.max_attempts = max_attempts or settings.consumer_max_attempts
 
     async def _each(self, records: list[ConsumerRecord]) -> None:
+        decoded: list[tuple[ConsumerRecord, dict]] = []
         for record in records:
-            await self.process(record)
+            try:
+                decoded.append((record, await self.publisher.serde.decode(record.value)))
+            except Exception as e:  # undecodable: retrying cannot help
+                await self.dead_letter(record, e)
+        if self.prepare is not None and decoded:
+            try:  # an optimisation only: each record is handled the same without it
+                await self.prepare([value for _, value in decoded])
+            except Exception as e:
+                log.warning("preparing a batch of %d records failed: %s: %s", len(decoded), type(e).__name__, e)
+        for record, value in decoded:
+            await self.process(record, value)
 
-    async def process(self, record: ConsumerRecord) -> None:
+    async def process(self, record: ConsumerRecord, value: dict) -> None:
         labels = (record.topic, self.group_id)
         with process_span(record.topic, self.group_id, record.headers, record.partition, record.offset), \
                 PROCESS_SECONDS.labels(*labels).time():
-            try:
-                value = await self.publisher.serde.decode(record.value)
-            except Exception as e:  # undecodable: retrying cannot help
-                await self.dead_letter(record, e)
-                return
             try:
                 await until_available(lambda: self._handle(value, record), f"a dependency of {self.group_id}")
             except Exception as e:

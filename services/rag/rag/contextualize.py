@@ -1,10 +1,18 @@
-"""Turns an enriched event into its contextualized counterpart: retrieve, refuse when nothing relevant, else
-generate a grounded summary and derive the regulatory note and risk flags from the cited passages."""
+"""Turns an enriched event into its contextualized counterpart, in tiers, each record saying which (`outcome`):
+
+- `skipped`: an event without text has nothing to ground; no retrieval is run;
+- `retrieval_only`: every text event gets its cited passages, the regulatory note and risk flags derived from them,
+  and a summary that quotes the best passage (no model);
+- `generated`: events selected for the LLM (risk-flagged, strongly negative, or of a type the tenant lists in
+  `RAG_GENERATE_TYPES`) get a generated, grounded summary, unless they are older than the freshness target when
+  their turn comes: then they go out `retrieval_only` with that reason, so the stream never queues behind the
+  model. Refusals (nothing relevant retrieved) are `retrieval_only` with `grounded` false."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -17,6 +25,7 @@ from .store import Filters
 NO_CONTEXT = "no grounded context"
 GROUNDING = Counter("rag_grounding_total", "Outcome of grounding checks",
                     ["outcome"])  # grounded, refused (nothing relevant), repaired (numbers stripped), fallback
+OUTCOMES = Counter("rag_contextualized_total", "Contextualized events by tier and reason", ["outcome", "reason"])
 
 PASSAGES_IN_PROMPT = 2
 PASSAGE_CHARS = 400
@@ -33,6 +42,20 @@ RISK_TERMS = {
 }
 _WORD = re.compile(r"[a-z][a-z'-]+")
 _SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+|$)")
+
+
+def has_text(event: dict) -> bool:
+    return any(v and v.strip() for v in (event.get("text") or {}).values())
+
+
+def age_seconds(event: dict, now: datetime) -> float:
+    """Time since the event was enriched (the Avro decoder gives a datetime, raw dicts may carry millis)."""
+    at = event.get("enriched_at") or event.get("received_at")
+    if at is None:
+        return 0.0
+    if not isinstance(at, datetime):
+        at = datetime.fromtimestamp(at / 1000, UTC)
+    return (now - at).total_seconds()
 
 
 def event_query(event: dict) -> str:
@@ -79,40 +102,68 @@ def risk_flags(event: dict, hits: list[Hit]) -> list[tuple[str, list[str]]]:
 
 
 class Contextualizer:
-    def __init__(self, retriever: Retriever, generator: Generator, min_score: float, top_k: int):
+    def __init__(self, retriever: Retriever, generator: Generator, min_score: float, top_k: int,
+                 generate_types: dict[str, list[str]] | None = None, freshness_s: float = 5.0):
         self.retriever = retriever
         self.generator = generator
         self.min_score = min_score
         self.top_k = top_k
+        self.generate_types = generate_types or {}
+        self.freshness_s = freshness_s
         self.prompt = load_prompt("category_summary.v1")
+
+    async def prepare(self, events: list[dict]) -> None:
+        """Embeds the queries of a batch's text events in one call (see `Embedder.prime`)."""
+        await self.retriever.embedder.prime([event_query(e) for e in events if has_text(e)])
+
+    def selected(self, event: dict, flags: list[tuple[str, list[str]]]) -> str | None:
+        """Why the event deserves a generated summary, or None."""
+        if flags:
+            return f"risk: {', '.join(f for f, _ in flags)}"
+        tenant = event.get("tenant") or "default"
+        if event.get("type") in {*self.generate_types.get(tenant, ()), *self.generate_types.get("*", ())}:
+            return f"type: {event.get('type')}"
+        return None
 
     async def relevant(self, query: str, filters: Filters) -> list[Hit]:
         return (await self.retriever.search(query, filters, k=self.top_k)).grounding(self.min_score)
 
     async def contextualize(self, event: dict) -> dict:
+        out: dict[str, Any] = {k: event[k] for k in ("event_id", "source", "type", "stream_id", "occurred_at")}
+        out |= {"tenant": event.get("tenant") or "default", "text": dict(event.get("text") or {}), "model": "",
+                "prompt_version": "", "index_version": self.retriever.indexer.index.version,
+                "generated_at": datetime.now(UTC)}
+        if not has_text(event):
+            return _outcome(out | {"grounded": False, "category_summary": NO_CONTEXT, "regulatory_note": NO_CONTEXT,
+                                   "risk_flags": [], "citations": [], "statements": []}, "skipped", "no text")
         query = event_query(event)
         sector = (event.get("attributes") or {}).get("sector")
-        hits = await self.relevant(query, Filters(tenant=event.get("tenant") or "default", sector=sector))
-        out = {k: event[k] for k in ("event_id", "source", "type", "stream_id", "occurred_at")}
-        out |= {"tenant": event.get("tenant") or "default", "text": dict(event.get("text") or {}),
-                "model": self.generator.model, "prompt_version": self.prompt.version,
-                "index_version": self.retriever.indexer.index.version,
-                "generated_at": datetime.now(UTC)}
+        hits = await self.relevant(query, Filters(tenant=out["tenant"], sector=sector))
         if not hits:
             GROUNDING.labels("refused").inc()
-            return out | {"grounded": False, "category_summary": NO_CONTEXT, "regulatory_note": NO_CONTEXT,
-                          "risk_flags": [], "citations": [], "statements": []}
+            return _outcome(out | {"grounded": False, "category_summary": NO_CONTEXT, "regulatory_note": NO_CONTEXT,
+                                   "risk_flags": [], "citations": [], "statements": []},
+                            "retrieval_only", "no relevant passage")
         used = hits[:PASSAGES_IN_PROMPT]
-        summary = await self.summary(event, used)
-        note, note_support = regulatory_note(hits, query)
         flags = risk_flags(event, hits)
+        why = self.selected(event, flags)
+        age = age_seconds(event, datetime.now(UTC))
+        if why is None:
+            summary, outcome, reason = _first_sentence(used[0].text), "retrieval_only", "not selected for generation"
+        elif age > self.freshness_s:
+            summary, outcome = _first_sentence(used[0].text), "retrieval_only"
+            reason = f"selected ({why}) but {age:.1f}s old, past the {self.freshness_s:g}s freshness target"
+        else:
+            summary, outcome, reason = await self.summary(event, used), "generated", why
+            out |= {"model": self.generator.model, "prompt_version": self.prompt.version}
+        note, note_support = regulatory_note(hits, query)
         statements = [{"kind": "category_summary", "text": summary, "chunk_ids": [h.chunk_id for h in used]},
                       {"kind": "regulatory_note", "text": note, "chunk_ids": note_support},
                       *({"kind": "risk_flag", "text": f, "chunk_ids": ids} for f, ids in flags)]
         cited = {cid for s in statements for cid in s["chunk_ids"]}
-        return out | {"grounded": True, "category_summary": summary, "regulatory_note": note,
-                      "risk_flags": [f for f, _ in flags], "statements": statements,
-                      "citations": [h.citation() for h in hits if h.chunk_id in cited]}
+        return _outcome(out | {"grounded": True, "category_summary": summary, "regulatory_note": note,
+                               "risk_flags": [f for f, _ in flags], "statements": statements,
+                               "citations": [h.citation() for h in hits if h.chunk_id in cited]}, outcome, reason)
 
     async def summary(self, event: dict, used: list[Hit]) -> str:
         passages = format_passages(used)
@@ -124,3 +175,8 @@ class Contextualizer:
             return _first_sentence(used[0].text)
         GROUNDING.labels("repaired" if repaired else "grounded").inc()
         return text
+
+
+def _outcome(out: dict, outcome: str, reason: str) -> dict:
+    OUTCOMES.labels(outcome, reason.split(":")[0].split(" (")[0]).inc()
+    return out | {"outcome": outcome, "outcome_reason": reason}

@@ -56,7 +56,8 @@ class RagService:
         self.generator = Generator(self.llm, self.redis, s.rag_llm_max_tokens, s.rag_cache_ttl_seconds)
         self.generation_limit = GenerationLimit(self.redis, s.rag_generations_per_minute,
                                                 prefix=f"rag:genlimit:{s.rag_db_schema}")
-        self.contextualizer = Contextualizer(self.retriever, self.generator, s.rag_min_score, s.rag_top_k)
+        self.contextualizer = Contextualizer(self.retriever, self.generator, s.rag_min_score, s.rag_top_k,
+                                             s.rag_generate_types, s.rag_generation_freshness_s)
         self.publisher = Publisher(s)
         await self.publisher.start()
         if consume:
@@ -68,16 +69,18 @@ class RagService:
             self.consumers = [
                 ReliableConsumer(s, [s.rag_documents_topic], f"{s.rag_group}-documents", self.on_document,
                                  self.publisher),
-                # generation takes about a second per event: small batches keep polls within max.poll.interval
-                # and transactions short
+                # generation (about a second) is only for selected events within the freshness target, so a batch
+                # stays well inside the transaction timeout
                 ReliableConsumer(s, [s.rag_enriched_topic], group, self.on_event, self.context_publisher,
-                                 guarantee="exactly_once", max_poll_records=8),
+                                 guarantee="exactly_once", prepare=self.contextualizer.prepare,
+                                 max_poll_records=s.rag_contextualize_batch),
             ]
             for consumer in self.consumers:
                 await consumer.start()
 
     async def run(self) -> None:
-        await asyncio.gather(self.consumers[0].run(), self.consumers[1].run(max_records=8))
+        await asyncio.gather(self.consumers[0].run(),
+                             self.consumers[1].run(max_records=self.settings.rag_contextualize_batch))
 
     async def stop(self) -> None:
         for consumer in self.consumers:

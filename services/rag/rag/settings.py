@@ -32,6 +32,14 @@ class RagSettings(CommonSettings):
     # time budget of a query's keyword side; past it the query is answered from the dense side alone
     rag_keyword_timeout_ms: int = 250
     rag_top_k: int = 4
+    # the LLM writes summaries only for selected events: risk-flagged (strongly negative sentiment included) or of
+    # these event types per tenant, JSON {"tenant": ["complaint", ...]} ("*": every tenant); others get
+    # retrieval-only context
+    rag_generate_types: dict[str, list[str]] = {}
+    # a selected event older than this (since enrichment) when its turn comes goes out retrieval-only
+    rag_generation_freshness_s: float = 5.0
+    # events per contextualizer batch (one transaction; their queries embedded in one call)
+    rag_contextualize_batch: int = 64
     rag_llm_backend: str = "embedded"  # embedded or openai
     rag_llm_runtime: str = "llama.cpp"  # the embedded backend's runtime: llama.cpp or transformers
     rag_llm_url: str | None = None

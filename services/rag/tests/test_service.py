@@ -23,13 +23,15 @@ DOCS = [
 ]
 
 
-def enriched(event_id: str, text: str, tenant: str = "default") -> dict:
+def enriched(event_id: str, text: str | None, tenant: str = "default", label: str = "negative",
+             age_s: float = 0.0) -> dict:
     now = int(time.time() * 1000)
+    intensity, score = ("high", -0.8) if label == "negative" else ("low", 0.0)
     return {"event_id": event_id, "delivery_id": event_id, "source": "demo", "type": "incident.reported",
             "stream_id": f"stream-{event_id}", "tenant": tenant, "occurred_at": now, "received_at": now,
-            "text": {"body": text}, "metrics": {}, "attributes": {}, "raw_payload": "{}", "entities": [],
-            "sentiment": [{"field": "body", "label": "negative", "intensity": "high", "score": -0.8}],
-            "models": [], "enriched_at": now}
+            "text": {"body": text} if text else {}, "metrics": {}, "attributes": {}, "raw_payload": "{}",
+            "entities": [], "models": [], "enriched_at": now - int(age_s * 1000),
+            "sentiment": [{"field": "body", "label": label, "intensity": intensity, "score": score}] if text else []}
 
 
 @pytest.fixture
@@ -77,12 +79,30 @@ async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_
             schema_of=ENRICHED)
         await publisher.publish(s.rag_enriched_topic, "stream-off", enriched(
             "off-topic", "The local football club won the cup final on penalties last night."), schema_of=ENRICHED)
+        # the tiers: a calm event is not worth the model, a selected one past the freshness target is not waited
+        # for, an event without text has nothing to ground
+        await publisher.publish(s.rag_enriched_topic, "stream-calm", enriched(
+            "calm", "Card payments at the bank now settle overnight.", label="neutral"), schema_of=ENRICHED)
+        await publisher.publish(s.rag_enriched_topic, "stream-stale", enriched(
+            "stale", "Card payments have been down for three hours: a payment outage.", age_s=60), schema_of=ENRICHED)
+        await publisher.publish(s.rag_enriched_topic, "stream-metrics", enriched("metrics-only", None),
+                                schema_of=ENRICHED)
     finally:
         await publisher.stop()
 
-    messages = await asyncio.to_thread(read_messages, settings, s.rag_contextualized_topic, 2, 90)
+    messages = await asyncio.to_thread(read_messages, settings, s.rag_contextualized_topic, 5, 90)
     out = {v["event_id"]: v for v in (decode_avro(settings, m) for m in messages)}
-    assert set(out) == {"on-topic", "off-topic"}
+    assert set(out) == {"on-topic", "off-topic", "calm", "stale", "metrics-only"}
+    outcomes = {e: (v["outcome"], v["outcome_reason"]) for e, v in out.items()}
+    assert outcomes["on-topic"] == ("generated", "risk: service_outage, strongly_negative_sentiment")
+    assert outcomes["calm"] == ("retrieval_only", "not selected for generation")
+    assert outcomes["stale"][0] == "retrieval_only" and "past the 5s freshness target" in outcomes["stale"][1]
+    assert outcomes["metrics-only"] == ("skipped", "no text")
+    assert outcomes["off-topic"] == ("retrieval_only", "no relevant passage")
+    for event_id in ("calm", "stale"):  # no model, yet cited and grounded: the summary quotes the best passage
+        quiet = out[event_id]
+        assert quiet["grounded"] and quiet["model"] == "" and quiet["citations"]
+        assert quiet["statements"][0]["chunk_ids"][0] == quiet["citations"][0]["chunk_id"]
 
     on = out["on-topic"]
     assert on["grounded"] and on["citations"] and on["model"] == "stub-chat"
