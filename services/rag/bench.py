@@ -7,7 +7,8 @@
    sentences, mixed and re-normalised); the queries are embedded for real. The synthetic text draws on 49 words, so
    every query term is in about 40% of the chunks: the hard case for bounding keyword candidates. The 100k-chunk
    index is kept in schema `rag_bench` and reused by later runs;
-3. contextualized events per second with the embedded SmolLM2-135M (generation cache off), in process.
+3. contextualized events per second with the embedded SmolLM2-135M (generation cache off), in process: every event
+   generated, and the tiered path on a mix (one event in ten risky and generated, the rest retrieval-only).
 
 Run: .venv/bin/python services/rag/bench.py
 """
@@ -19,12 +20,13 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
 from prometheus_client import REGISTRY
 
-from platform_common.llm import EmbeddedLLM
+from platform_common.llm import InProcessLLM, make_llm
 from rag.chunking import ChunkingConfig
 from rag.contextualize import Contextualizer
 from rag.embedder import Embedder
@@ -38,6 +40,7 @@ BULK_CHUNKS = 100_000
 QUERIES = 60
 ROUNDS = 3
 EVENTS = 6
+MIX_EVENTS = 640
 WORDS = ("payment settlement card account loan mortgage deposit fraud breach outage complaint refund sanction "
          "screening custody crypto climate emission grid telecom subscriber patient record claim policy premium "
          "branch cash liquidity capital reporting audit vendor outsourcing resilience incident regulator deadline "
@@ -139,9 +142,11 @@ async def bench_queries(store: Store, indexer: Indexer, embedder: Embedder,
             for mode, figures in rounds.items()}, ended
 
 
-async def bench_contextualize(settings: RagSettings, embedder: Embedder) -> tuple[float, float]:
-    store = await Store.connect(settings.database_url, f"rag_bench_ctx_{uuid.uuid4().hex[:8]}")
-    llm = EmbeddedLLM(settings.data_dir / "models")
+async def bench_contextualize(settings: RagSettings,
+                              embedder: Embedder) -> tuple[float, float, list[float], Counter[str]]:
+    store = await Store.connect(settings.database_url, f"rag_bench_ctx_{uuid.uuid4().hex[:8]}",
+                                max_size=2 * settings.rag_retrieval_concurrency + 4)
+    llm = make_llm("embedded", data_dir=settings.data_dir, runtime=settings.rag_llm_runtime)
     try:
         indexer = Indexer(store, embedder, ChunkingConfig(settings.rag_chunk_words, settings.rag_chunk_overlap))
         await indexer.open()
@@ -149,10 +154,12 @@ async def bench_contextualize(settings: RagSettings, embedder: Embedder) -> tupl
                              "content": "Critical payment services must be restored within two hours after a "
                                         "disruption. A payment outage lasting longer is reported to the regulator "
                                         "as a major incident, with its cause and the customers affected."})
-        await llm.load()
+        if isinstance(llm, InProcessLLM):
+            await llm.load()
         contextualizer = Contextualizer(Retriever(store, embedder, indexer),
                                         Generator(llm, None, settings.rag_llm_max_tokens, 60),
-                                        settings.rag_min_score, settings.rag_top_k)
+                                        settings.rag_min_score, settings.rag_top_k,
+                                        concurrency=settings.rag_retrieval_concurrency)
         events = [{"event_id": f"e{i}", "source": "bench", "type": "incident.reported", "stream_id": f"s{i}",
                    "tenant": "default", "occurred_at": 0, "attributes": {}, "sentiment": [],
                    "text": {"body": f"Card payments at branch {i} have been failing after a payment outage."}}
@@ -160,8 +167,29 @@ async def bench_contextualize(settings: RagSettings, embedder: Embedder) -> tupl
         started = time.perf_counter()
         grounded = [await contextualizer.contextualize(e) for e in events]
         seconds = time.perf_counter() - started
-        assert all(g["grounded"] for g in grounded)
-        return len(events) / seconds, seconds / len(events)
+        assert all(g["grounded"] and g["outcome"] == "generated" for g in grounded)
+        # the tiered path on a stream like the pipeline bench's: one event in ten risky (generated), the rest
+        # routine readings (retrieval only), in batches whose queries are embedded in one call
+        mix = [{"event_id": f"m{i}", "source": "bench", "type": "reading", "stream_id": f"s{i % 50}",
+                "tenant": "default", "occurred_at": 0, "attributes": {}, "sentiment": [],
+                "enriched_at": datetime.now(UTC),
+                "text": {"body": f"Card payments at branch {i} failed after a payment outage." if i % 10 == 0
+                         else f"Reading {i} of payment terminal {i % 50} at the bank looks fine."}}
+               for i in range(MIX_EVENTS)]
+        rates, outcomes = [], Counter[str]()
+        # then with every selected event past the freshness target (a backlog): the retrieval-only ceiling
+        for freshness in (settings.rag_generation_freshness_s, -1.0):
+            contextualizer.freshness_s = freshness
+            started = time.perf_counter()
+            for at in range(0, len(mix), settings.rag_contextualize_batch):
+                batch = mix[at:at + settings.rag_contextualize_batch]
+                for e in batch:
+                    e["enriched_at"] = datetime.now(UTC)  # each batch as it arrives
+                await contextualizer.prepare(batch)
+                for e in batch:
+                    outcomes[f"{(await contextualizer.contextualize(e))['outcome']} ({freshness:g} s)"] += 1
+            rates.append(len(mix) / (time.perf_counter() - started))
+        return len(events) / seconds, seconds / len(events), rates, outcomes
     finally:
         await store.pool.execute(f"DROP SCHEMA {store.schema} CASCADE")
         await store.close()
@@ -179,7 +207,8 @@ async def main() -> None:
         latency, keyword_ends = await bench_queries(store, indexer, embedder, settings.rag_keyword_timeout_ms)
     finally:
         await store.close()
-    events_per_s, seconds_per_event = await bench_contextualize(settings, embedder)
+    events_per_s, seconds_per_event, (mixed_per_s, ceiling_per_s), outcomes = await bench_contextualize(settings,
+                                                                                                       embedder)
     print("## rag\n")
     print("| figure | value |\n|---|---|")
     print(f"| documents indexed per second (200 docs of ~12 sentences, {chunks} chunks, real embeddings) "
@@ -192,6 +221,13 @@ async def main() -> None:
           f"{int(keyword_ends['timeout'])} |")
     print(f"| contextualized events per second, embedded SmolLM2-135M, {settings.rag_llm_max_tokens} new tokens max "
           f"| {events_per_s:.2f} events/s ({seconds_per_event:.2f} s/event) |")
+    print(f"| contextualized events per second, tiered, {MIX_EVENTS} events one in ten risky, batches of "
+          f"{settings.rag_contextualize_batch}, {settings.rag_retrieval_concurrency} searches at a time (same run, "
+          f"same model) | {mixed_per_s:.1f} events/s |")
+    print(f"| the same with every event past the freshness target (a backlog: retrieval only) | {ceiling_per_s:.1f} "
+          "events/s |")
+    print(f"| outcomes of the two tiered runs (freshness target) | "
+          f"{', '.join(f'{k}: {v}' for k, v in sorted(outcomes.items()))} |")
     print(f"\n100k-chunk index: synthetic chunks with real-model-shaped vectors ({how}); keyword side: exact BM25 "
           f"with a {settings.rag_keyword_timeout_ms} ms budget; torch threads: {settings.rag_torch_threads}; "
           "machine shared with other services while measured.\n")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +59,15 @@ def age_seconds(event: dict, now: datetime) -> float:
     return (now - at).total_seconds()
 
 
+def _filters(event: dict) -> Filters:
+    return Filters(tenant=event.get("tenant") or "default", sector=(event.get("attributes") or {}).get("sector"))
+
+
+def _retrieval_key(event: dict) -> tuple:
+    # the same event id may come from two tenants: the tenant is part of what was retrieved for
+    return event.get("tenant") or "default", event["event_id"], event_query(event)
+
+
 def event_query(event: dict) -> str:
     texts = " ".join(v for v in (event.get("text") or {}).values() if v)
     return f"{event.get('type', '')}: {texts}"[:1000]
@@ -103,18 +113,30 @@ def risk_flags(event: dict, hits: list[Hit]) -> list[tuple[str, list[str]]]:
 
 class Contextualizer:
     def __init__(self, retriever: Retriever, generator: Generator, min_score: float, top_k: int,
-                 generate_types: dict[str, list[str]] | None = None, freshness_s: float = 5.0):
+                 generate_types: dict[str, list[str]] | None = None, freshness_s: float = 5.0,
+                 concurrency: int = 4):
         self.retriever = retriever
         self.generator = generator
         self.min_score = min_score
         self.top_k = top_k
         self.generate_types = generate_types or {}
         self.freshness_s = freshness_s
+        self.concurrency = concurrency
+        self._retrieved: dict[tuple, list[Hit]] = {}  # a batch's hits, retrieved ahead by `prepare`
         self.prompt = load_prompt("category_summary.v1")
 
     async def prepare(self, events: list[dict]) -> None:
-        """Embeds the queries of a batch's text events in one call (see `Embedder.prime`)."""
-        await self.retriever.embedder.prime([event_query(e) for e in events if has_text(e)])
+        """Retrieves for a whole batch ahead of its records: the queries embedded in one call (`Embedder.prime`),
+        then searched `concurrency` at a time; each record then takes its hits (or searches again if missing)."""
+        texts = [e for e in events if has_text(e)]
+        await self.retriever.embedder.prime([event_query(e) for e in texts])
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def retrieve(event: dict) -> None:
+            async with limit:
+                self._retrieved[_retrieval_key(event)] = await self.relevant(event_query(event), _filters(event))
+        self._retrieved.clear()
+        await asyncio.gather(*(retrieve(e) for e in texts))
 
     def selected(self, event: dict, flags: list[tuple[str, list[str]]]) -> str | None:
         """Why the event deserves a generated summary, or None."""
@@ -137,8 +159,9 @@ class Contextualizer:
             return _outcome(out | {"grounded": False, "category_summary": NO_CONTEXT, "regulatory_note": NO_CONTEXT,
                                    "risk_flags": [], "citations": [], "statements": []}, "skipped", "no text")
         query = event_query(event)
-        sector = (event.get("attributes") or {}).get("sector")
-        hits = await self.relevant(query, Filters(tenant=out["tenant"], sector=sector))
+        hits = self._retrieved.pop(_retrieval_key(event), None)
+        if hits is None:
+            hits = await self.relevant(query, _filters(event))
         if not hits:
             GROUNDING.labels("refused").inc()
             return _outcome(out | {"grounded": False, "category_summary": NO_CONTEXT, "regulatory_note": NO_CONTEXT,

@@ -45,7 +45,8 @@ class RagService:
 
     async def start(self, consume: bool = True) -> None:
         s = self.settings
-        self.store = await Store.connect(s.database_url, s.rag_db_schema)
+        # the contextualizer's concurrent searches hold two connections each; the API needs some too
+        self.store = await Store.connect(s.database_url, s.rag_db_schema, max_size=2 * s.rag_retrieval_concurrency + 4)
         await self.embedder.load()
         if isinstance(self.llm, InProcessLLM):
             await self.llm.load()
@@ -57,7 +58,8 @@ class RagService:
         self.generation_limit = GenerationLimit(self.redis, s.rag_generations_per_minute,
                                                 prefix=f"rag:genlimit:{s.rag_db_schema}")
         self.contextualizer = Contextualizer(self.retriever, self.generator, s.rag_min_score, s.rag_top_k,
-                                             s.rag_generate_types, s.rag_generation_freshness_s)
+                                             s.rag_generate_types, s.rag_generation_freshness_s,
+                                             s.rag_retrieval_concurrency)
         self.publisher = Publisher(s)
         await self.publisher.start()
         if consume:
