@@ -16,7 +16,8 @@ processes them).
 `after_commit` runs once a batch committed (never for an aborted attempt), even when the stream is being cancelled:
 a stage that keeps state outside Kafka saves it there, so a batch aborted and processed again finds the state it
 started from. Outputs no consumed record drives (a model finished training) go through `outside_batch`, between
-batches, in a transaction of their own followed by the same `after_commit`.
+batches, in a transaction of their own followed by the same `after_commit`; `on_assigned` gets the partitions this
+consumer was just given, between batches, so such a stage resumes work it owes them without waiting for a record.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ RecordHandler = Callable[[dict, ConsumerRecord], Awaitable[None]]
 # work done once for a whole batch's decoded values before they are handled one by one (rag embeds their queries)
 BatchPreparer = Callable[[list[dict]], Awaitable[None]]
 Step = Callable[[], Awaitable[None]]
+Assigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
 def transactional_id(group_id: str, instance: str | None = None) -> str:
@@ -61,15 +63,17 @@ def stream_publisher(settings: CommonSettings, guarantee: Guarantee, group_id: s
 
 
 class _WaitForBatch(ConsumerRebalanceListener):
-    def __init__(self, lock: asyncio.Lock):
-        self.lock = lock
+    def __init__(self, lock: asyncio.Lock, on_assigned: Assigned | None):
+        self.lock, self.on_assigned = lock, on_assigned
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.lock:  # the batch in flight commits (or aborts) before its partitions move
             pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        if self.on_assigned is not None:
+            async with self.lock:
+                await self.on_assigned(set(assigned))
 
 
 class Stream:
@@ -79,7 +83,7 @@ class Stream:
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, publisher: Publisher,
                  handler: BatchHandler, guarantee: Guarantee = "exactly_once", batch_size: int = 500,
                  batch_wait_ms: int = 500, linger_ms: int = 0, retry_wait: float = 0.2,
-                 after_commit: Step | None = None, **consumer_options: Any):
+                 after_commit: Step | None = None, on_assigned: Assigned | None = None, **consumer_options: Any):
         self.topics, self.group_id, self.publisher, self.handler = topics, group_id, publisher, handler
         self.guarantee, self.after_commit = guarantee, after_commit
         self.batch_size, self.batch_wait_ms, self.linger_ms = batch_size, batch_wait_ms, linger_ms
@@ -94,7 +98,7 @@ class Stream:
             **consumer_options,
         )
         self._batch = asyncio.Lock()
-        self.consumer.subscribe(topics, listener=_WaitForBatch(self._batch))
+        self.consumer.subscribe(topics, listener=_WaitForBatch(self._batch, on_assigned))
 
     async def start(self) -> None:
         await self.consumer.start()

@@ -1,7 +1,7 @@
 """The stream runtime against the real Kafka: a process killed after its outputs were written but before its batch
 committed. Read with read_committed, the output holds every input exactly once under exactly_once; under
 at_least_once the same check finds the repeated outputs (so the check can fail). And the after-commit step runs
-only for batches that committed."""
+only for batches that committed, and the assignment hook gets the partitions."""
 
 import asyncio
 import contextlib
@@ -92,12 +92,17 @@ async def test_after_commit_follows_each_committed_batch_and_no_aborted_one(sett
         steps.append("after_commit")
         copied["committed"] += copied["batch"]
 
+    assigned: list[set] = []
+
+    async def given(partitions: set) -> None:
+        assigned.append({tp.partition for tp in partitions if tp.topic == source})
+
     async def extra() -> None:
         await publisher.producer.send_and_wait(target, b"extra")
         steps.append("outside")
 
     stream = Stream(settings, [source], group, publisher, copy, batch_size=10, retry_wait=0.05,
-                    after_commit=committed)
+                    after_commit=committed, on_assigned=given)
     await publisher.start()
     await stream.start()
     run = asyncio.create_task(stream.run())
@@ -118,6 +123,7 @@ async def test_after_commit_follows_each_committed_batch_and_no_aborted_one(sett
         batches = steps[1:-2]
         assert batches == ["batch", "after_commit"] * (len(batches) // 2), steps
         assert steps[-2:] == ["outside", "after_commit"], steps
+        assert assigned == [set(range(settings.kafka_partitions))]  # the one consumer of the group holds them all
         seen = Counter(m.value() for m in read_messages(settings, target, 30, timeout=8))
         assert seen == Counter([f"v{n}".encode() for n in range(20)] + [b"extra"])  # the aborted copies are not
     finally:

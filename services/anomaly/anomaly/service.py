@@ -39,7 +39,7 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
@@ -142,17 +142,18 @@ class AnomalyService:
         self.consumer = runtime.Stream(
             s, [s.anomaly_source_topic], group, self.publisher, self.handle, guarantee=guarantee,
             batch_size=s.anomaly_batch_size, linger_ms=int(s.anomaly_batch_seconds * 1000),
-            after_commit=self._save_committed, session_timeout_ms=int(s.anomaly_session_timeout_s * 1000),
+            after_commit=self._save_committed, on_assigned=self._resume,
+            session_timeout_ms=int(s.anomaly_session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.anomaly_session_timeout_s / 3) * 1000))
 
     async def start(self) -> None:
         s = self.settings
         await ensure_topics(s, [s.anomaly_source_topic, s.anomaly_alert_topic])
         self.store = await Store.connect(s.database_url, s.anomaly_db_schema)
-        await self.publisher.start()  # with a transactional id: fences an earlier process with the same id
-        await self.consumer.start()
         # spawn: a forked child would inherit the loop's threads and sockets
         self.pool = ProcessPoolExecutor(s.anomaly_train_workers, mp_context=multiprocessing.get_context("spawn"))
+        await self.publisher.start()  # with a transactional id: fences an earlier process with the same id
+        await self.consumer.start()
 
     async def run(self) -> None:
         await self.consumer.run()
@@ -220,6 +221,13 @@ class AnomalyService:
             await until_available(lambda: self._store.save_streams(rows), "PostgreSQL")
         self.uncommitted.clear()
         HELD.set(sum(len(d.pending) for st in self.streams.values() for d in st.detectors.values()))
+
+    async def _resume(self, assigned: set[TopicPartition]) -> None:
+        """The streams of newly assigned partitions that wait for a model train again now: a stream holding points
+        for its model may get no further record to load it."""
+        partitions = [tp.partition for tp in assigned if tp.topic == self.settings.anomaly_source_topic]
+        for key in await until_available(lambda: self._store.streams_awaiting_models(partitions), "PostgreSQL"):
+            await self.stream(key)
 
     def _drop_uncommitted(self) -> None:
         """Before each batch or install: streams a failed one changed load again from PostgreSQL, whose state

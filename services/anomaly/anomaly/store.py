@@ -77,6 +77,14 @@ class Store:
             return None
         return StreamRow(row["partition"], row["last_offset"], orjson.loads(row["detectors"]))
 
+    async def streams_awaiting_models(self, partitions: list[int]) -> list[StreamKey]:
+        """The streams of these partitions with a training requested (and perhaps points held for its model)."""
+        rows = await self.pool.fetch(
+            f"""select tenant, stream_id from {self.s}.streams where partition = any($1) and exists
+                (select 1 from jsonb_each(detectors) d where jsonb_typeof(d.value->'request') = 'object')""",
+            partitions)
+        return [(r["tenant"], r["stream_id"]) for r in rows]
+
     async def save_streams(self, rows: dict[StreamKey, StreamRow]) -> None:
         await self.pool.executemany(
             f"""insert into {self.s}.streams (tenant, stream_id, partition, last_offset, detectors)

@@ -83,6 +83,10 @@ class Harness:
     def wait_processed(self, stream_id: str, offset: int, tenant: str = "default") -> None:
         asyncio.run(wait_processed(self.settings, stream_id, offset, tenant))
 
+    def wait_held(self, stream_id: str, offset: int) -> None:
+        """Until the stream's saved state reaches `offset` with points held for a model still training."""
+        asyncio.run(wait_processed(self.settings, stream_id, offset, held=True))
+
     def alerts(self, stream_id: str, tenant: str = "default") -> list[dict]:
         return [a for a in alerts(self.settings, stream_id) if a["tenant"] == tenant]
 
@@ -157,8 +161,9 @@ async def post(settings: AnomalySettings, stream_id: str, values: list[float], s
 
 
 async def wait_processed(settings: AnomalySettings, stream_id: str, offset: int, tenant: str = "default",
-                         timeout: float = 90) -> None:
-    """Waits until the service has saved the stream's state up to `offset`, no point held for a model."""
+                         timeout: float = 90, held: bool = False) -> None:
+    """Waits until the service has saved the stream's state up to `offset`, no point held for a model (`held`:
+    some)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         deadline = time.monotonic() + timeout
@@ -170,9 +175,9 @@ async def wait_processed(settings: AnomalySettings, stream_id: str, offset: int,
                     f"where tenant=$1 and stream_id=$2", tenant, stream_id)
             except asyncpg.UndefinedTableError:
                 row = None
-            if row is not None and row["last_offset"] >= offset and row["held"] == 0:
+            if row is not None and row["last_offset"] >= offset and (row["held"] > 0) == held:
                 return
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1 if held else 0.5)
     finally:
         await conn.close()
     raise TimeoutError(f"{stream_id} not processed up to {offset}")

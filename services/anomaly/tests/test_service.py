@@ -64,6 +64,19 @@ def test_restart_mid_stream_neither_loses_nor_repeats_an_alert(service, harness)
     assert model["reason"] == "warmup" and model["validation_error"] >= 0 and model["train_start"] < model["train_end"]
 
 
+def test_points_held_for_a_model_at_a_kill_are_scored_after_the_restart_without_a_new_record(service, harness):
+    # a backlog: the stream reaches its model's install point before the model is trained, and holds its points
+    values = harness.series(600, seed=5, spike_at=450)
+    last = harness.post("held", values)
+    harness.wait_held("held", last)
+    service.kill()
+    service.start()
+    # nothing more arrives for the stream: the restarted service trains its model again on its own
+    harness.wait_processed("held", last)
+    found = harness.alerts("held")
+    assert [a["action"] for a in found] == ["trigger", "resolve"], found
+
+
 def test_backtest_raises_exactly_the_alerts_of_the_service(service, harness):
     # a backlog: the service takes it in large batches and trains in its worker process meanwhile, so the stream
     # reaches its models' install points before they are trained and holds its points for them
