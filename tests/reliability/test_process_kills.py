@@ -28,3 +28,16 @@ async def test_kill_every_service_in_turn(start_platform, settings, run_id):
     await run_with_faults(platform, settings, run_id, streams=8, points=SPIKE_AT + 80, rate=150,
                           faults=kills(platform, ("ingest-webhook", "enrich", "anomaly", "rag", "notify", "reports")),
                           fault="kill -9 each service in turn")
+
+
+@pytest.mark.chaos
+async def test_the_duplicate_check_fails_on_the_at_least_once_path(start_platform, settings, run_id):
+    """The same check against enrich and anomaly on the previous path (commit after processing, outputs outside a
+    transaction): records produced after the last commit are produced again after each kill, and the check sees
+    them. Proves the exactly-once figures above come from a check that can fail."""
+    platform = start_platform(SERVICES, ENRICH_PROCESSING_GUARANTEE="at_least_once",
+                              ANOMALY_PROCESSING_GUARANTEE="at_least_once")
+    with pytest.raises(AssertionError, match="repeated records on events.enriched.v1"):
+        await run_with_faults(platform, settings, run_id, streams=2, points=SPIKE_AT + 60, rate=100,
+                              faults=kills(platform, ("enrich", "enrich", "enrich")),
+                              fault="kill -9 enrich x3 on the at-least-once path (expected to repeat)")

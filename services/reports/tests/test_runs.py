@@ -1,6 +1,9 @@
 """Report runs with the service as a process (`python -m reports`, as `make run` starts it) on the real Kafka and
 PostgreSQL, delivering to a real SMTP server (aiosmtpd) and a Slack webhook endpoint: killed in the middle of a
-delivery, stopped across periods, and late events. Counted at the receivers and on reports.v1."""
+delivery, stopped across periods, and late events. Counted at the receivers and on reports.v1.
+
+The receivers run on the test's event loop, so the test waits for the service on a thread: a blocked loop would hold
+the service's Slack post past its timeout and make it post again."""
 
 from __future__ import annotations
 
@@ -149,7 +152,7 @@ async def test_killed_between_generation_and_delivery_it_delivers_each_channel_o
     async with receivers(h, hold_first=True) as (inbox, posts, env):
         reports = service(rsettings, tmp_path, env).start()
         try:
-            reports.wait_ready()
+            await asyncio.to_thread(reports.wait_ready)
             # the first report was generated and published; its email is in the SMTP receiver's hands
             await until(lambda: asyncio.to_thread(inbox.holding.wait, 0.1), 60, "an email on its way", reports)
             reports.kill()
@@ -157,13 +160,13 @@ async def test_killed_between_generation_and_delivery_it_delivers_each_channel_o
             assert held["state"] == "published" and inbox.messages == []
             inbox.release.set()
             reports = service(rsettings, tmp_path, env).start()
-            reports.wait_ready()
+            await asyncio.to_thread(reports.wait_ready)
 
             async def delivered() -> list[dict] | None:
                 done = [r for r in await runs(projections) if r["state"] == "done"]
                 return done if held["report_id"] in {r["report_id"] for r in done} else None
             done = await until(delivered, 60, "the held report delivered after the restart", reports)
-            reports.stop()
+            await asyncio.to_thread(reports.stop)
             done = [r for r in await runs(projections) if r["state"] == "done"]
         finally:
             reports.kill()
@@ -175,22 +178,22 @@ async def test_stopped_across_two_periods_both_are_made_once_at_restart(rsetting
     async with receivers(h) as (inbox, posts, env):
         reports = service(rsettings, tmp_path, env).start()
         try:
-            reports.wait_ready()
+            await asyncio.to_thread(reports.wait_ready)
             await until(lambda: runs(projections), 60, "a first report", reports)
-            reports.stop()
+            await asyncio.to_thread(reports.stop)
             stopped = datetime.now(UTC)
             # two periods end (and their grace passes) while the service is down
             missed = DEFINITION.fire_times(stopped, stopped + timedelta(seconds=2 * SECONDS))
             await asyncio.sleep(2 * SECONDS + 3)
             reports = service(rsettings, tmp_path, env).start()
-            reports.wait_ready()
+            await asyncio.to_thread(reports.wait_ready)
 
             async def made() -> list[dict] | None:
                 rows = await runs(projections)
                 ends = {r["period_end"] for r in rows if r["state"] == "done"}
                 return rows if set(missed) <= ends else None
             rows = await until(made, 60, f"the missed periods {missed} made", reports)
-            reports.stop()
+            await asyncio.to_thread(reports.stop)
             rows = await runs(projections)
         finally:
             reports.kill()
@@ -206,7 +209,7 @@ async def test_late_events_of_a_made_period_make_a_new_version_that_counts_them(
         publisher = Publisher(rsettings)
         await publisher.start()
         try:
-            reports.wait_ready()
+            await asyncio.to_thread(reports.wait_ready)
             [first, *_] = await until(lambda: runs(projections), 60, "a first report", reports)
             await until(lambda: _state(projections, first["report_id"], "done"), 30, "the first report done", reports)
             report, _, _ = await projections.stored(first["report_id"])
@@ -220,7 +223,7 @@ async def test_late_events_of_a_made_period_make_a_new_version_that_counts_them(
                 rows = [r for r in await runs(projections) if r["period_end"] == first["period_end"]]
                 return rows[-1] if len(rows) > 1 and rows[-1]["state"] == "done" else None
             second = await until(remade, 60, "a new version of the period", reports)
-            reports.stop()
+            await asyncio.to_thread(reports.stop)
         finally:
             await publisher.stop()
             reports.kill()
