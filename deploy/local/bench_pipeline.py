@@ -3,7 +3,8 @@ processes against the running stack, on per-run topics; prints one markdown sect
 
     .venv/bin/python deploy/local/bench_pipeline.py [--seconds S] [--rate 1250] [--step 250]
 
-For each rate, a warm-up first sends each stream's first 240 points and waits until the anomaly service has trained
+For each rate, a warm-up first sends each stream's points up to where the detector may alert (its warm-up, the
+model's install and settling) and waits until the anomaly service has trained
 the streams' models (not measured: the figures describe the pipeline's steady state). Then an open-loop client
 (`platform_common.testing.open_loop`: pre-signed raw requests over 64 keep-alive sockets, each due at a fixed moment
 whatever happened before) posts metric streams with a spike near their end for S seconds. Latencies count from the
@@ -43,7 +44,7 @@ from confluent_kafka import Consumer, TopicPartition
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.platform import SECRET, Platform, metric_payloads  # noqa: E402
+from support.platform import ALERTABLE_FROM, SECRET, Platform, metric_payloads  # noqa: E402
 
 from platform_common.avro import AvroSerde  # noqa: E402
 from platform_common.settings import CommonSettings  # noqa: E402
@@ -51,7 +52,7 @@ from platform_common.testing import (consumer_lag, cpu_seconds, drop_topics, met
                                      percentile_with_missing, signed_request)
 
 SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
-WARMUP_POINTS = 240  # past the detector's warm-up (200 points), after which it trains the stream's model
+WARMUP_POINTS = ALERTABLE_FROM  # the detector's warm-up, its model's install and settling: it may alert after it
 POINTS_PER_STREAM = 400  # measured, after the warm-up; each stream spikes near its end
 TARGET_P95_S = 2.0
 # the shipped receivers, without the shipped grouping delay (10 s) and rate limits (Slack 1/s), which would
@@ -157,11 +158,11 @@ class LagSampler(threading.Thread):
         return bool(first) and statistics.mean(last) > statistics.mean(first) + rate / 2
 
 
-def run_rate(platform: Platform, settings: CommonSettings, rate: int, seconds: int) -> dict:
+def run_rate(platform: Platform, settings: CommonSettings, rate: int, seconds: int, text_every: int) -> dict:
     step = f"{platform.run_id}-r{rate}"
     streams = max(1, rate * seconds // POINTS_PER_STREAM)
     points = WARMUP_POINTS + POINTS_PER_STREAM
-    payloads = metric_payloads(step, streams=streams, points=points, spike_at=points - 40)
+    payloads = metric_payloads(step, streams=streams, points=points, spike_at=points - 40, text_every=text_every)
     # the points are interleaved across streams: the first streams x WARMUP_POINTS are each stream's first points
     warm_up(platform, payloads[:streams * WARMUP_POINTS], rate, streams)
     payloads = payloads[streams * WARMUP_POINTS:]
@@ -220,6 +221,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--rate", type=int, default=1250, help="the first rate; then up or down by --step")
     parser.add_argument("--step", type=int, default=250)
+    parser.add_argument("--text-every", type=int, default=10,
+                        help="one event in N carries a text (the demo's mix: most events are metric-only)")
     args = parser.parse_args()
     settings = CommonSettings(service_name="bench")
     run_id = f"pbench{uuid.uuid4().hex[:6]}"
@@ -235,7 +238,7 @@ def main() -> None:
             rate, direction = args.rate, None
             while args.step <= rate <= 4 * args.rate:
                 print(f"bench: pipeline at {rate}/s ...", file=sys.stderr, flush=True)
-                results.append(run_rate(platform, settings, rate, args.seconds))
+                results.append(run_rate(platform, settings, rate, args.seconds, args.text_every))
                 held = results[-1]["sustainable"]
                 direction = direction or (1 if held else -1)
                 if held != (direction == 1):
@@ -250,7 +253,8 @@ def main() -> None:
           f"with the local models, anomaly, notify, local receivers) on {os.cpu_count()} cores shared with the stack "
           f"and the load generator; open-loop signed webhooks for {args.seconds} s per rate, {POINTS_PER_STREAM} "
           f"points per stream after a warm-up of {WARMUP_POINTS} points whose models are trained before measuring, "
-          "each stream spiking near its end. Latencies from the moment each webhook was due to be sent (a backlog "
+          f"each stream spiking near its end; one event in {args.text_every} carries a text (enrich runs NER and "
+          "sentiment on it; metric-only events skip the models). Latencies from the moment each webhook was due to be sent (a backlog "
           "at the intake counts) to the 202, or to the Kafka record timestamp of its enriched event or of its "
           "alert's delivery (notify without grouping delay or rate limits). Sustainable (steady state): every webhook "
           "answered 202, answered/s >= 99% of offered, webhook -> enriched p95 over the second half of the window "

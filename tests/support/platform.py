@@ -148,8 +148,10 @@ class Sender:
         return thread
 
 
-def metric_payloads(run_id: str, streams: int, points: int, spike_at: int | None = None) -> list[dict]:
-    """Interleaved points of `streams` steady streams; each stream spikes at `spike_at` for three points."""
+def metric_payloads(run_id: str, streams: int, points: int, spike_at: int | None = None,
+                    text_every: int = 1) -> list[dict]:
+    """Interleaved points of `streams` steady streams; each stream spikes at `spike_at` for three points. One point
+    in `text_every` carries a text (the others are metric-only, which enrich's models skip)."""
     start = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
     out = []
     for i in range(points):
@@ -157,6 +159,7 @@ def metric_payloads(run_id: str, streams: int, points: int, spike_at: int | None
             spike = spike_at is not None and spike_at <= i < spike_at + 3
             out.append({"id": f"{run_id}-s{s}-{i}", "stream": f"chaos-{run_id}-{s}", "type": "reading",
                         "metrics": {"load": 500.0 if spike else 50.0 + (i % 7) * 0.5},
-                        "text": f"Reading {i} of machine {s} at Acme Corp looks fine.",
                         "occurred_at": int((start + 60 * i) * 1000)})
+            if i % text_every == 0:
+                out[-1]["text"] = f"Reading {i} of machine {s} at Acme Corp looks fine."
     return out

@@ -36,6 +36,10 @@ PUBLISH_SECONDS = Histogram("kafka_publish_duration_seconds", "Time from send to
 CONSUMED = Counter("kafka_messages_consumed_total", "Records processed", ["topic", "group", "outcome"])
 PROCESS_SECONDS = Histogram("kafka_process_duration_seconds", "Time to process one record", ["topic", "group"])
 DEAD_LETTERED = Counter("kafka_dead_lettered_total", "Records sent to the DLQ", ["topic", "group"])
+RECORD_AGE = Histogram("kafka_record_age_seconds",
+                       "Time from a record's Kafka timestamp (its publishing by the stage before) to the commit of "
+                       "the batch that processed it", ["topic", "group"],
+                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900))
 
 
 def dlq(topic: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
-from .kafka import CONSUMED, PROCESS_SECONDS, Publisher, dead_letter
+from .kafka import CONSUMED, PROCESS_SECONDS, RECORD_AGE, Publisher, dead_letter
 from .retry import until_available
 from .settings import CommonSettings
 from .tracing import process_span
@@ -158,6 +159,11 @@ class Stream:
                             sorted({tp.topic for tp in batches}), wait, type(e).__name__, e)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 5.0)
+        committed = time.time()
+        for tp, part in batches.items():
+            age = RECORD_AGE.labels(tp.topic, self.group_id)
+            for record in part:
+                age.observe(max(0.0, committed - record.timestamp / 1000))
         await self._after_commit()
 
     async def outside_batch(self, work: Step) -> None:
