@@ -1,25 +1,27 @@
-"""End-to-end benchmark of the pipeline: signed webhooks through ingest-webhook, enrich, anomaly and notify, as
+"""End-to-end benchmark of the pipeline: signed webhooks through ingest-webhook, enrich, anomaly, notify and rag, as
 processes against the running stack, on per-run topics; prints one markdown section.
 
-    .venv/bin/python deploy/local/bench_pipeline.py [--seconds S] [--rate 1250] [--step 250]
+    .venv/bin/python deploy/local/bench_pipeline.py [--seconds S] [--rate 1250] [--step 250] [--text-every 10]
 
 For each rate, a warm-up first sends each stream's points up to where the detector may alert (its warm-up, the
-model's install and settling) and waits until the anomaly service has trained
-the streams' models (not measured: the figures describe the pipeline's steady state). Then an open-loop client
-(`platform_common.testing.open_loop`: pre-signed raw requests over 64 keep-alive sockets, each due at a fixed moment
-whatever happened before) posts metric streams with a spike near their end for S seconds. Latencies count from the
-moment each webhook was due to be sent, so a backlog at the intake counts too (no coordinated omission), and end at
-Kafka record timestamps, written by the services on this same host:
+model's install and settling) and waits until the anomaly service has trained the streams' models (not measured:
+the figures describe the pipeline's steady state). Then an open-loop client (`platform_common.testing.open_loop`:
+pre-signed raw requests over 64 keep-alive sockets, each due at a fixed moment whatever happened before) posts
+metric streams with a spike near their end for S seconds, one event in N with a text (the demo's mix). Latencies
+count from the moment each webhook was due to be sent, so a backlog at the intake counts too (no coordinated
+omission), and end at Kafka record timestamps, written by the services on this same host:
 - webhook -> 202: the client's own measure;
 - webhook -> enriched event published: the `events.enriched.v1` record's timestamp;
 - webhook -> alert delivered: the timestamp of the `notifications.v1` outcome `delivered` of the alert that the
-  webhook's event triggered.
+  webhook's event triggered;
+- webhook -> contextualized, for events with a text: the `events.contextualized.v1` record's timestamp.
 A rate is sustainable only in a steady state: every webhook answered 202, answered/s at least 99% of the offered
-rate, webhook -> enriched p95 under 2 s over the second half of the window (after any start-up transient), and a
-backlog that does not grow (the consumer lag of enrich and anomaly, sampled every second while sending, is no higher
-in the last third of the window than in the first third plus half a second of traffic). A short window's p95 can
-look fine while the lag climbs; such a rate is not sustainable. From 1,250/s the bench steps up while rates hold,
-or down until one does, to find the highest sustainable rate.
+rate, webhook -> enriched p95 under 2 s over the second half of the window (after any start-up transient), every
+text contextualized with a p95 under 5 s, and a backlog that does not grow (the consumer lag of enrich, anomaly and
+rag, sampled every second while sending, is no higher in the last third of the window than in the first third plus
+half a second of traffic). A short window's p95 can look fine while the lag climbs; such a rate is not
+sustainable. From 1,250/s the bench steps up while rates hold, or down until one does, to find the highest
+sustainable rate.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -51,10 +54,12 @@ from platform_common.settings import CommonSettings  # noqa: E402
 from platform_common.testing import (consumer_lag, cpu_seconds, drop_topics, metric_sum, open_loop,  # noqa: E402
                                      percentile_with_missing, signed_request)
 
-SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
+SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify", "rag")
+STREAMS = ("enrich", "anomaly", "rag")  # the consumers whose lag is sampled
 WARMUP_POINTS = ALERTABLE_FROM  # the detector's warm-up, its model's install and settling: it may alert after it
 POINTS_PER_STREAM = 400  # measured, after the warm-up; each stream spikes near its end
 TARGET_P95_S = 2.0
+CONTEXT_P95_S = 5.0  # webhook -> contextualized, for events with a text
 # the warm-up is not measured: sent no faster than this, so that the measured phase does not inherit its backlog
 WARMUP_RATE = 600
 # the shipped receivers, without the shipped grouping delay (10 s) and rate limits (Slack 1/s), which would
@@ -142,7 +147,7 @@ def signed(platform: Platform, payloads: list[dict]) -> list[bytes]:
 
 
 class LagSampler(threading.Thread):
-    """The summed consumer lag of enrich and anomaly, once a second, while the webhooks are sent."""
+    """The summed consumer lag of enrich, anomaly and rag, once a second, while the webhooks are sent."""
 
     def __init__(self, platform: Platform, settings: CommonSettings):
         super().__init__(daemon=True)
@@ -152,8 +157,7 @@ class LagSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(1.0):
-            self.samples.append(sum(consumer_lag(self.settings, *self.platform.groups[name])
-                                    for name in ("enrich", "anomaly")))
+            self.samples.append(sum(consumer_lag(self.settings, *self.platform.groups[name]) for name in STREAMS))
 
     def growing(self, rate: int) -> bool:
         third = max(1, len(self.samples) // 3)
@@ -182,10 +186,10 @@ def run_rate(platform: Platform, settings: CommonSettings, rate: int, seconds: i
     lag.stopping.set()
     lag.join()
 
-    # wait until enrich and anomaly have committed everything, and notify has delivered what they raised
+    # wait until the streams have committed everything, and notify has delivered what anomaly raised
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if not any(consumer_lag(settings, *platform.groups[name]) for name in ("enrich", "anomaly", "notify")):
+        if not any(consumer_lag(settings, *platform.groups[name]) for name in (*STREAMS, "notify")):
             break
         time.sleep(1)
     time.sleep(3)  # grouping and delivery of the last alerts
@@ -194,8 +198,9 @@ def run_rate(platform: Platform, settings: CommonSettings, rate: int, seconds: i
 
     t = platform.topics
     serde = AvroSerde(settings.schema_registry_url)
-    raw, enriched, alerts, outcomes = (asyncio.run(decoded(serde, read_topic(settings, t[name]))) for name in (
-        "events.raw.v1", "events.enriched.v1", "anomalies.v1", "notifications.v1"))
+    raw, enriched, alerts, outcomes, contexts = (asyncio.run(decoded(serde, read_topic(settings, t[name])))
+                                                 for name in ("events.raw.v1", "events.enriched.v1", "anomalies.v1",
+                                                              "notifications.v1", "events.contextualized.v1"))
     accepted = {e["event_id"] for e, _ in raw if e["event_id"] in due}
     to_enriched = [ts / 1000 - due[e["event_id"]] for e, ts in enriched if e["event_id"] in accepted]
     half = first_due + len(payloads) / rate / 2
@@ -206,8 +211,12 @@ def run_rate(platform: Platform, settings: CommonSettings, rate: int, seconds: i
                      if a["action"] == "trigger" and a["event_id"] in accepted}
     to_delivered = [ts / 1000 - due[trigger_event[n["alert_id"]]] for n, ts in outcomes
                     if n["outcome"] == "delivered" and n["alert_id"] in trigger_event]
+    texts = {p["id"] for p in payloads if "text" in p} & accepted
+    to_context = [ts / 1000 - due[c["event_id"]] for c, ts in contexts if c["event_id"] in texts]
+    tiers = Counter(c["outcome"] for c, _ in contexts if c["event_id"] in accepted)
     ok = statuses.get(202, 0)
     return {"rate": rate, "sent": len(requests), "accepted": ok, "achieved": ok / sent_for, "answered": answered,
+            "texts": len(texts), "to_context": to_context, "tiers": tiers,
             "enriched": len(to_enriched), "streams": streams, "alerts": len(trigger_event),
             "deliveries": len(to_delivered), "to_enriched": to_enriched, "to_delivered": to_delivered,
             "cpu_ms": {name: 1000 * seconds / max(ok, 1) for name, seconds in cpu.items()}, "cores_busy": cores_busy,
@@ -216,7 +225,7 @@ def run_rate(platform: Platform, settings: CommonSettings, rate: int, seconds: i
             "backlog_growing": lag.growing(rate),
             "sustainable": ok == len(requests) and ok / sent_for >= 0.99 * rate and len(to_enriched) >= ok > 0
             and pct(second_half, 95) < TARGET_P95_S and len(second_half) >= second_half_sent
-            and not lag.growing(rate)}
+            and len(to_context) >= len(texts) and pct(to_context, 95) < CONTEXT_P95_S and not lag.growing(rate)}
 
 
 def main() -> None:
@@ -253,34 +262,42 @@ def main() -> None:
 
     print("## pipeline\n")
     print(f"Whole pipeline as processes (ingest-webhook with {os.environ.get('INGEST_WORKERS', '2')} workers, enrich "
-          f"with the local models, anomaly, notify, local receivers) on {os.cpu_count()} cores shared with the stack "
-          f"and the load generator; open-loop signed webhooks for {args.seconds} s per rate, {POINTS_PER_STREAM} "
-          f"points per stream after a warm-up of {WARMUP_POINTS} points whose models are trained before measuring, "
-          f"each stream spiking near its end; one event in {args.text_every} carries a text (enrich runs NER and "
-          "sentiment on it; metric-only events skip the models). Latencies from the moment each webhook was due to be sent (a backlog "
-          "at the intake counts) to the 202, or to the Kafka record timestamp of its enriched event or of its "
-          "alert's delivery (notify without grouping delay or rate limits). Sustainable (steady state): every webhook "
-          "answered 202, answered/s >= 99% of offered, webhook -> enriched p95 over the second half of the window "
-          f"under {TARGET_P95_S:g} s (the target at 1,250/s), and the enrich + anomaly lag not growing (mean of the "
-          "last third of the per-second samples at most the first third's plus half a second of traffic).\n")
+          "with the local models, anomaly, notify, rag with its default embedded models, local receivers) on "
+          f"{os.cpu_count()} cores shared with the stack and the load generator; open-loop signed webhooks for "
+          f"{args.seconds} s per rate, {POINTS_PER_STREAM} points per stream after a warm-up of {WARMUP_POINTS} "
+          "points whose models are trained before measuring, each stream spiking near its end; one event in "
+          f"{args.text_every} carries a text (enrich runs NER and sentiment on it; metric-only events skip the "
+          "models). Latencies from the moment each webhook was due to be sent (a backlog at the intake counts) to "
+          "the 202, or to the Kafka record timestamp of its enriched event, of its alert's delivery (notify without "
+          "grouping delay or rate limits), or of the `events.contextualized.v1` record of each event with a text "
+          "(rag's documents index is empty here: retrieval runs and finds nothing to cite). Sustainable (steady "
+          "state): every webhook answered 202, answered/s >= 99% of offered, webhook -> enriched p95 over the second "
+          f"half of the window under {TARGET_P95_S:g} s (the target at 1,250/s), webhook -> contextualized p95 of "
+          f"the texts under {CONTEXT_P95_S:g} s with every text contextualized, and the enrich + anomaly + rag lag "
+          "not growing (mean of the last third of the per-second samples at most the first third's plus half a "
+          "second of traffic).\n")
     print("| offered rate /s | answered 202 / sent | answered /s | webhook -> 202 p50 / p95 / p99 | enriched "
           "| webhook -> enriched p50 / p95 / p99 | alerts (streams spiked), deliveries "
-          "| webhook -> alert delivered p50 / p95 / p99 | steady p95 (2nd half) | lag max, growing | sustainable |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| webhook -> alert delivered p50 / p95 / p99 | steady p95 (2nd half) | texts contextualized "
+          "| webhook -> contextualized p50 / p95 / p99 (texts) | outcomes | lag max, growing | sustainable |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         # an accepted event not enriched within the drain time counts as slower than every enriched one
         a = " / ".join(percentile_with_missing(r["answered"], r["sent"], q) for q in (50, 95, 99))
         e = " / ".join(percentile_with_missing(r["to_enriched"], r["accepted"], q) for q in (50, 95, 99))
         d = " / ".join(percentile_with_missing(r["to_delivered"], r["deliveries"], q) for q in (50, 95, 99)
                        ) if r["deliveries"] else "none delivered"
+        c = " / ".join(percentile_with_missing(r["to_context"], r["texts"], q) for q in (50, 95, 99))
         print(f"| {r['rate']:,} | {r['accepted']:,} / {r['sent']:,} | {r['achieved']:,.0f} | {a} | {r['enriched']:,} | "
               f"{e} | {r['alerts']} of {r['streams']} streams, {r['deliveries']} deliveries | "
-              f"{d} | {r['steady_p95']:.3f} s | {r['lag_max']:,}, {'yes' if r['backlog_growing'] else 'no'} | "
+              f"{d} | {r['steady_p95']:.3f} s | {len(r['to_context']):,} of {r['texts']:,} | {c} | "
+              f"{', '.join(f'{k} {n:,}' for k, n in sorted(r['tiers'].items()))} | "
+              f"{r['lag_max']:,}, {'yes' if r['backlog_growing'] else 'no'} | "
               f"{'yes' if r['sustainable'] else 'no'} |")
     print("\nCPU per accepted webhook, by service (all its processes), from the first webhook until the pipeline "
           "drained; and the machine's busy cores over the same time (the stack, the load generator and other work "
           "on the host included):\n")
-    print(f"| offered rate /s | {' | '.join(SERVICES)} | all four | machine busy (of {os.cpu_count()} cores) |")
+    print(f"| offered rate /s | {' | '.join(SERVICES)} | all | machine busy (of {os.cpu_count()} cores) |")
     print("|---|" + "---|" * (len(SERVICES) + 2))
     for r in results:
         ms = r["cpu_ms"]
@@ -289,7 +306,7 @@ def main() -> None:
     best = max((r["rate"] for r in results if r["sustainable"]), default=None)
     print(f"\nHighest sustainable rate tried: {f'{best:,}/s' if best else 'none of the rates tried'}.\n")
     print(f"`.venv/bin/python deploy/local/bench_pipeline.py --seconds {args.seconds} --rate {args.rate} "
-          f"--step {args.step}`")
+          f"--step {args.step} --text-every {args.text_every}`")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Soak (`make chaos`): a steady 500 events/s for 10 minutes through ingest, enrich, anomaly and notify; the memory
-of every service stays flat within 10%, the consumer lag of enrich, anomaly and notify stays under a minute of
-traffic at every sample, and the backlog drains within two minutes of the flow's end."""
+"""Soak (`make chaos`): a steady 500 events/s for 10 minutes through ingest, enrich, anomaly, notify and rag, one
+event in ten with a text (the demo's mix); the memory of every service stays flat within 10%, the consumer lag of
+enrich, anomaly, notify and rag stays under a minute of traffic at every sample, the backlog drains within two
+minutes of the flow's end, and every event is contextualized once."""
 
 import asyncio
 import base64
@@ -8,13 +9,14 @@ import json
 import os
 import time
 
+import httpx
 import pytest
 from support.chaos import record
 from support.platform import SECRET, metric_payloads
 
-from platform_common.testing import consumer_lag, count_event_ids, open_loop, signed_request
+from platform_common.testing import consumer_lag, count_event_ids, metric_sum, open_loop, signed_request
 
-SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify")
+SERVICES = ("ingest-webhook", "enrich", "anomaly", "notify", "rag")
 RATE = int(os.environ.get("SOAK_RATE", 500))
 SECONDS = int(os.environ.get("SOAK_SECONDS", 600))
 
@@ -38,7 +40,7 @@ def tree_rss_kib(pid: int) -> int:
     return rss_kib(pid) + sum(tree_rss_kib(c) for c in children)
 
 
-LAGGING = ("enrich", "anomaly", "notify")
+LAGGING = ("enrich", "anomaly", "notify", "rag")
 LAG_BOUND_SECONDS = 60  # the most traffic (in seconds of the rate) a consumer may have behind it at any sample
 
 
@@ -50,7 +52,7 @@ def lags(platform, settings) -> dict[str, int]:
 async def test_soak_memory_flat_and_lag_bounded(start_platform, settings, run_id):
     platform = start_platform(SERVICES)
     port = platform.ports["ingest-webhook"]
-    payloads = metric_payloads(run_id, streams=50, points=RATE * SECONDS // 50)
+    payloads = metric_payloads(run_id, streams=50, points=RATE * SECONDS // 50, text_every=10)
     samples: dict[str, list[int]] = {name: [] for name in SERVICES}
     lag_samples: list[dict[str, int]] = []
     key = base64.b64decode(SECRET.removeprefix("whsec_"))
@@ -87,7 +89,12 @@ async def test_soak_memory_flat_and_lag_bounded(start_platform, settings, run_id
     worst = {name: max(s[name] for s in lag_samples) for name in LAGGING}
     ids = {p["id"] for p in payloads}
     enriched = await asyncio.to_thread(count_event_ids, settings, platform.topics["events.enriched.v1"], ids, 120)
-    record(fault=f"soak {RATE}/s for {SECONDS}s (achieved {achieved:.0f}/s, max lag {max(worst.values())})",
+    contextualized = await asyncio.to_thread(count_event_ids, settings,
+                                             platform.topics["events.contextualized.v1"], ids, 120)
+    rag = httpx.get(f"http://127.0.0.1:{platform.ports['rag']}/metrics", timeout=10).text
+    tiers = {tier: metric_sum(rag, "rag_contextualized_total", outcome=tier)
+             for tier in ("generated", "retrieval_only", "skipped")}
+    record(fault=f"soak {RATE}/s for {SECONDS}s (achieved {achieved:.0f}/s, max lag {worst}; rag outcomes {tiers})",
            sent=len(payloads), accepted=accepted, output="events.enriched.v1", found=len(set(enriched) & ids),
            lost=len(ids - set(enriched)), duplicated=sum(n - 1 for n in enriched.values()), recovery_s=drain)
 
@@ -100,3 +107,5 @@ async def test_soak_memory_flat_and_lag_bounded(start_platform, settings, run_id
         assert most <= RATE * LAG_BOUND_SECONDS, f"{name} fell {most} records behind: {lag_samples}"
     assert not any(behind.values()), f"consumers still behind {drain:.0f} s after the flow: {behind}"
     assert set(enriched) == ids and set(enriched.values()) == {1}, "enriched topic: lost or repeated events"
+    assert set(contextualized) == ids and set(contextualized.values()) == {1}, \
+        "contextualized topic: lost or repeated events"
