@@ -22,7 +22,7 @@ from platform_common.limits import BodyLimit
 from platform_common.llm import LLMError
 from platform_common.ops import ops_router
 
-from .contextualize import NO_CONTEXT, format_passages
+from .contextualize import NO_CONTEXT, PASSAGES_IN_PROMPT, format_passages, grounded_text
 from .ingest import InvalidDocument
 from .prompts import load_prompt
 from .store import Filters
@@ -44,9 +44,10 @@ class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
     filters: QueryFilters = QueryFilters()
-    k: int = Field(5, ge=1, le=50)
+    k: int = Field(5, ge=1, le=50, description="passages retrieved; a generated answer cites the best two, which "
+                                               "its prompt held")
     mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
-    generate: bool = Field(True, description="False: retrieval only, no answer is generated")
+    generate: bool = Field(True, description="False: retrieval only, no answer is generated, the k passages cited")
 
 
 class DocumentIn(BaseModel):
@@ -102,11 +103,13 @@ def create_app(service, keys=None) -> FastAPI:
         retrieved = time.perf_counter()
         grounded = retrieval.grounding(service.settings.rag_min_score)
         prompt = load_prompt("answer.v1")
-        answer = NO_CONTEXT
+        answer, cited = NO_CONTEXT, grounded
         if grounded and body.generate:
+            # an answer cites exactly the passages its prompt held, and passes the contextualized events' check
+            cited = grounded[:PASSAGES_IN_PROMPT]
             try:
-                answer = await service.generator.generate(prompt, passages=format_passages(grounded[:3]),
-                                                          question=body.question)
+                answer = grounded_text(await service.generator.generate(
+                    prompt, passages=format_passages(cited), question=body.question), cited, body.question)
             except LLMError as e:
                 return error(503, "llm_unavailable", str(e))
         elif grounded:
@@ -116,7 +119,7 @@ def create_app(service, keys=None) -> FastAPI:
                 "prompt_version": prompt.version, "index_version": service.indexer.index.version,
                 "citations": [{**h.citation(), "title": h.title, "text": h.text, "doc_type": h.doc_type,
                                "sector": h.sector, "shared": h.tenant != who.tenant, "fused_score": h.score}
-                              for h in grounded],
+                              for h in cited],
                 # the keyword side ran out of time (RAG_KEYWORD_TIMEOUT_MS): the citations come from dense alone
                 "keyword_timed_out": retrieval.keyword_timed_out,
                 "timings_ms": {"retrieval": round((retrieved - started) * 1000, 2),

@@ -189,15 +189,21 @@ class Contextualizer:
                                "citations": [h.citation() for h in hits if h.chunk_id in cited]}, outcome, reason)
 
     async def summary(self, event: dict, used: list[Hit]) -> str:
-        passages = format_passages(used)
         event_text = event_query(event)
-        text = await self.generator.generate(self.prompt, passages=passages, event=event_text)
-        text, repaired = strip_ungrounded(text, [passages, event_text])
-        if len(text) < 12:  # nothing usable left: quote the best passage instead of inventing
-            GROUNDING.labels("fallback").inc()
-            return _first_sentence(used[0].text)
-        GROUNDING.labels("repaired" if repaired else "grounded").inc()
-        return text
+        text = await self.generator.generate(self.prompt, passages=format_passages(used), event=event_text)
+        return grounded_text(text, used, event_text)
+
+
+def grounded_text(generated: str, used: list[Hit], given: str) -> str:
+    """The check every generated text passes (contextualized events and /v1/query answers): sentences stating a
+    number that neither the prompt's passages (`used`) nor the caller's text (`given`) hold are removed; when nothing
+    usable is left, the best passage is quoted instead of inventing."""
+    text, repaired = strip_ungrounded(generated, [format_passages(used), given])
+    if len(text) < 12:
+        GROUNDING.labels("fallback").inc()
+        return _first_sentence(used[0].text)
+    GROUNDING.labels("repaired" if repaired else "grounded").inc()
+    return text
 
 
 def _outcome(out: dict, outcome: str, reason: str) -> dict:

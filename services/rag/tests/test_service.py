@@ -165,3 +165,22 @@ async def test_query_and_document_api(service, api_keys):
         assert registry[0]["doc_count"] == 1 and registry[0]["embedder_name"] == "all-MiniLM-L6-v2"
         assert (await http.get("/readyz")).status_code == 200
         assert "rag_retrieval_duration_seconds" in (await http.get("/metrics")).text
+
+
+async def test_a_generated_answer_cites_its_prompt_passages_and_is_checked(service, api_keys,
+                                                                        stub_chat):
+    """The stub's answer holds a number no passage holds (stripped, as in contextualized events); the answer cites
+    the passages its prompt held, not every retrieved one."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service, api_keys.store)),
+                                 base_url="http://rag", headers=api_keys.auth("default")) as http:
+        for doc_id, title, doc_type, content in DOCS:
+            await http.post("/v1/documents", json={"document_id": doc_id, "title": title, "content": content,
+                                                   "doc_type": doc_type, "source_uri": f"file://ref/{doc_id}.md"})
+        question = "What happens after a payment outage and how fast are complaints acknowledged?"
+        retrieved = (await http.post("/v1/query", json={"question": question, "k": 5, "generate": False})).json()
+        answered = (await http.post("/v1/query", json={"question": question, "k": 5})).json()
+    prompt = stub_chat.requests[-1]["messages"][-1]["content"]
+    assert len(retrieved["citations"]) >= 2 and answered["grounded"]
+    assert [c["chunk_id"] for c in answered["citations"]] == [c["chunk_id"] for c in retrieved["citations"]][:2]
+    assert all(c["text"][:40] in prompt for c in answered["citations"])
+    assert "4321" not in answered["answer"] and "resilience rules" in answered["answer"]
