@@ -214,7 +214,7 @@ class Store:
                 return "unchanged" if same_meta else "metadata"
             if embeddings is None:
                 raise TypeError("chunks are written with their embeddings")
-            removed = await self._delete_chunks(conn, t, tenant, document_id)
+            removed = await self._supersede_chunks(conn, index, tenant, document_id, doc["content_hash"])
             ingested_at = await conn.fetchval(
                 f"SELECT ingested_at FROM {s}.documents WHERE tenant = $1 AND document_id = $2", tenant, document_id)
             await conn.copy_records_to_table(
@@ -244,6 +244,8 @@ class Store:
             found = await conn.fetchval(
                 f"DELETE FROM {s}.documents WHERE tenant = $1 AND document_id = $2 RETURNING true",
                 tenant, document_id)
+            await conn.execute(f"DELETE FROM {s}.superseded_chunks WHERE tenant = $1 AND document_id = $2",
+                               tenant, document_id)
             for row in await conn.fetch(f"SELECT index_version, table_name FROM {s}.indexes"):
                 removed = await self._delete_chunks(conn, row["table_name"], tenant, document_id)
                 if removed:
@@ -251,6 +253,20 @@ class Store:
                         UPDATE {s}.indexes SET chunk_count = chunk_count - $2, doc_count = doc_count - 1,
                             updated_at = now() WHERE index_version = $1""", row["index_version"], removed)
             return bool(found)
+
+    async def _supersede_chunks(self, conn: asyncpg.Connection, index: IndexInfo, tenant: str, document_id: str,
+                                content_hash: str) -> int:
+        """Takes the document's chunks out of the index, keeping those of other content than `content_hash` as
+        superseded versions (an old citation keeps resolving); returns how many left the index."""
+        s = self.schema
+        removed = await conn.fetch(f"""
+            DELETE FROM {s}.{index.table} WHERE tenant = $1 AND document_id = $2
+            RETURNING {CHUNK_COLUMNS}""", tenant, document_id)
+        await conn.executemany(f"""
+            INSERT INTO {s}.superseded_chunks ({CHUNK_COLUMNS}, index_version)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING""",
+            [(*r.values(), index.version) for r in removed if r["content_hash"] != content_hash])
+        return len(removed)
 
     async def _delete_chunks(self, conn: asyncpg.Connection, table: str, tenant: str, document_id: str) -> int:
         status = await conn.execute(f"DELETE FROM {self.schema}.{table} WHERE tenant = $1 AND document_id = $2",
@@ -278,10 +294,17 @@ class Store:
     # --- chunks ----------------------------------------------------------------------------------------
 
     async def chunk(self, index: IndexInfo, tenant: str, chunk_id: str) -> asyncpg.Record | None:
-        """A chunk the caller may see: its own tenant's first, else a shared one."""
-        return await self.pool.fetchrow(
-            f"SELECT {CHUNK_COLUMNS} FROM {self.schema}.{index.table} WHERE tenant = ANY($1) AND chunk_id = $2 "
-            "ORDER BY tenant = $3 DESC LIMIT 1", visible_tenants(tenant), chunk_id, RESERVED_TENANT)
+        """A chunk the caller may see, its own tenant's first, else a shared one: in the index (`superseded_at`
+        null), or a version its document has since replaced."""
+        return await self.pool.fetchrow(f"""
+            SELECT * FROM (
+                SELECT {CHUNK_COLUMNS}, NULL::timestamptz AS superseded_at FROM {self.schema}.{index.table}
+                WHERE tenant = ANY($1) AND chunk_id = $2
+                UNION ALL
+                SELECT {CHUNK_COLUMNS}, superseded_at FROM {self.schema}.superseded_chunks
+                WHERE tenant = ANY($1) AND chunk_id = $2) c
+            ORDER BY superseded_at IS NOT NULL, tenant = $3 LIMIT 1""",
+            visible_tenants(tenant), chunk_id, RESERVED_TENANT)
 
     async def chunks_of(self, index: IndexInfo, tenant: str, document_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
