@@ -1,6 +1,7 @@
 """Serves this model repository with the Triton Inference Server that nvidia-pytriton bundles (Triton 2.51, Python
 backend): every `<model>/<version>/model.onnx` is bound under the same name and version, run by ONNX Runtime, with the
-inputs and outputs its config.pbtxt declares. For development, tests and benches on machines without a Triton
+inputs that ONNX file takes (minilm_multitask: input_ids and attention_mask, from version 2 also token_type_ids) and
+the outputs its config.pbtxt declares. For development, tests and benches on machines without a Triton
 install; production runs `tritonserver --model-repository deploy/triton` (the ONNX Runtime backend, same files).
 
     .venv-triton/bin/python deploy/triton/pytriton_server.py --http-port 8010
@@ -40,6 +41,7 @@ def models(repository: Path):
 
 
 def infer_function(path: Path, threads: int):
+    """The function serving one ONNX file, and the names of the (INT64) inputs that file takes."""
     import numpy as np
     import onnxruntime as ort
     from pytriton.decorators import batch
@@ -47,15 +49,15 @@ def infer_function(path: Path, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
 
     @batch
-    def infer(input_ids: np.ndarray, attention_mask: np.ndarray):
+    def infer(**inputs: np.ndarray):
         token_logits, sentiment_logits = session.run(
-            ["token_logits", "sentiment_logits"],
-            {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)})
+            ["token_logits", "sentiment_logits"], {name: inputs[name].astype(np.int64) for name in names})
         return {"token_logits": token_logits, "sentiment_logits": sentiment_logits}
 
-    return infer
+    return infer, names
 
 
 def main() -> None:
@@ -76,10 +78,10 @@ def main() -> None:
                           http_address="127.0.0.1", grpc_address="127.0.0.1")
     with Triton(config=config) as triton:
         for name, version, path, max_batch in models(args.repository):
+            infer, inputs = infer_function(path, args.threads)
             triton.bind(
-                model_name=name, model_version=version, infer_func=infer_function(path, args.threads),
-                inputs=[Tensor(name="input_ids", dtype=np.int64, shape=(-1,)),
-                        Tensor(name="attention_mask", dtype=np.int64, shape=(-1,))],
+                model_name=name, model_version=version, infer_func=infer,
+                inputs=[Tensor(name=input_name, dtype=np.int64, shape=(-1,)) for input_name in inputs],
                 outputs=[Tensor(name="token_logits", dtype=np.float32, shape=(-1, -1)),
                          Tensor(name="sentiment_logits", dtype=np.float32, shape=(-1,))],
                 config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=2000)),

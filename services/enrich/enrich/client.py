@@ -2,7 +2,8 @@
 same micro-batcher, timeout and circuit breaker, so the stream code does not know which one it talks to.
 
 Both backends run the same pre- and post-processing (`enrich.models.TextModel`); only the encoder call differs. Over
-V2 the encoder takes `input_ids` and `attention_mask` (INT64 [rows, tokens]) and answers `token_logits`
+V2 the encoder takes `input_ids` and `attention_mask` (INT64 [rows, tokens]; from version 2 also `token_type_ids`,
+each sub-token's casing class) and answers `token_logits`
 (FP32 [rows, tokens, 9]) and `sentiment_logits` (FP32 [rows, 3]): Triton's ONNX Runtime backend serves the committed
 ONNX file as it is (deploy/triton), and the model version asked for is the artifact's, so the answer names what ran.
 """
@@ -119,12 +120,12 @@ class TritonBackend:
     async def run(self, prepared) -> tuple[np.ndarray, np.ndarray]:
         from .models.transformer import assemble, buckets
         groups = buckets(prepared, self.max_rows)
-        answers = await asyncio.gather(*(self._request(ids, mask) for _, ids, mask in groups))
-        return assemble(prepared, [(rows, *answer) for (rows, _, _), answer in zip(groups, answers, strict=True)])
+        answers = await asyncio.gather(*(self._request(named) for _, named in groups))
+        return assemble(prepared, [(rows, *answer) for (rows, _), answer in zip(groups, answers, strict=True)])
 
-    async def _request(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _request(self, named: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         inputs = []
-        for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        for name, array in named.items():  # token_type_ids (casing classes) too for a model that takes them
             tensor = triton.InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array, binary_data=True)
             inputs.append(tensor)

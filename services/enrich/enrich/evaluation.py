@@ -140,10 +140,10 @@ def rules_find(texts: list[str]) -> list[list[dict]]:
     return [r["entities"] for r in get_model("rules-ner").predict(texts)]
 
 
-def validation_scores(folder: Path) -> dict:
+def validation_scores(folder: Path, threads: int = 2) -> dict:
     """The validation subsets training chose its checkpoint on (see training/train.py's defaults)."""
     from .models.transformer import MultitaskModel
-    model = MultitaskModel(folder, threads=2)
+    model = MultitaskModel(folder, threads=threads)
     out = {f"ner_f1_{lang}": encoder_ner(model, read_conll(lang, "val")[:1500 if lang == "en" else 300])["f1"]
            for lang in NER_LANGS}
     classify = encoder_sentiment(model)

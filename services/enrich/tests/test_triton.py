@@ -176,9 +176,9 @@ async def test_rows_go_in_requests_of_similar_length_within_the_servers_batch_li
     texts = ["Angela Merkel met Emmanuel Macron in Paris. " * 300] * 3 + ["Short one.", "Rome."]
     prepared = backend.model.prepare(texts)  # about 25 windows per long text, 2 short rows
     groups = buckets(prepared, 10)
-    assert len(prepared.input_ids) > 60 and max(len(rows) for rows, _, _ in groups) == 10
+    assert len(prepared.input_ids) > 60 and max(len(rows) for rows, _ in groups) == 10
     # the two short rows go together, not padded to the long texts' 128 tokens
-    assert buckets(prepared, 2)[0][1].shape[1] < 10 < prepared.input_ids.shape[1]
+    assert buckets(prepared, 2)[0][1]["input_ids"].shape[1] < 10 < prepared.input_ids.shape[1]
     backend.max_rows = 10
     try:
         token_logits, sentiment_logits = await backend.run(prepared)

