@@ -1,5 +1,6 @@
 """Serves this model repository with the Triton Inference Server that nvidia-pytriton bundles (Triton 2.51, Python
-backend): every `<model>/<version>/model.onnx` is bound under the same name and version, run by ONNX Runtime, with the
+backend): every `<model>/<version>/model.onnx` that its config.pbtxt's version_policy loads is bound under the same
+name and version, run by ONNX Runtime, with the
 inputs that ONNX file takes (minilm_multitask: input_ids and attention_mask, from version 2 also token_type_ids) and
 the outputs its config.pbtxt declares. For development, tests and benches on machines without a Triton
 install; production runs `tritonserver --model-repository deploy/triton` (the ONNX Runtime backend, same files).
@@ -35,9 +36,16 @@ def models(repository: Path):
     for config in sorted(repository.glob("*/config.pbtxt")):
         text = config.read_text()
         max_batch = int(re.search(r"max_batch_size:\s*(\d+)", text).group(1))
-        for version in sorted(p for p in config.parent.iterdir() if p.name.isdigit()):
-            if (version / "model.onnx").exists():
-                yield config.parent.name, int(version.name), version / "model.onnx", max_batch
+        versions = sorted(int(p.name) for p in config.parent.iterdir()
+                          if p.name.isdigit() and (p / "model.onnx").exists())
+        # the versions the config's version_policy loads (as Triton does; pytriton also binds each version of a model
+        # on one data socket, so two versions of one model cannot be served together here)
+        if specific := re.search(r"specific\s*:\s*{\s*versions\s*:\s*\[([\d,\s]*)\]", text):
+            versions = [v for v in versions if v in {int(x) for x in specific.group(1).split(",") if x.strip()}]
+        elif latest := re.search(r"latest\s*:\s*{\s*(?:num_versions\s*:\s*(\d+))?", text):
+            versions = versions[-int(latest.group(1) or 1):]
+        for version in versions:
+            yield config.parent.name, version, config.parent / str(version) / "model.onnx", max_batch
 
 
 def infer_function(path: Path, threads: int):
