@@ -129,11 +129,10 @@ def trainings(platform: Platform) -> float:
 def warm_up(platform: Platform, payloads: list[dict], rate: int, streams: int) -> None:
     """Sends each stream's first points and waits until the anomaly service has trained their models: the
     measured phase then runs on streams in their steady state, as a pipeline does once it has run a while."""
-    trained = trainings(platform)
-    _, statuses = asyncio.run(open_loop(platform.ports["ingest-webhook"], signed(platform, payloads),
-                                        min(rate, WARMUP_RATE)))
+    trained, warmup_rate = trainings(platform), min(rate, WARMUP_RATE)
+    _, statuses = asyncio.run(open_loop(platform.ports["ingest-webhook"], signed(platform, payloads), warmup_rate))
     if statuses != {202: len(payloads)}:
-        raise SystemExit(f"bench: warm-up at {min(rate, WARMUP_RATE)}/s was answered {statuses}")
+        raise SystemExit(f"bench: warm-up at {warmup_rate}/s was answered {statuses}")
     deadline = time.monotonic() + 300
     while trainings(platform) < trained + streams:
         if time.monotonic() > deadline:
@@ -275,7 +274,8 @@ def main() -> None:
           f"half of the window under {TARGET_P95_S:g} s (the target at 1,250/s), webhook -> contextualized p95 of "
           f"the texts under {CONTEXT_P95_S:g} s with every text contextualized, and the enrich + anomaly + rag lag "
           "not growing (mean of the last third of the per-second samples at most the first third's plus half a "
-          "second of traffic).\n")
+          "second of traffic). One run per rate: the bench steps through the rates once, so each row is a single "
+          "measurement, not a median.\n")
     print("| offered rate /s | answered 202 / sent | answered /s | webhook -> 202 p50 / p95 / p99 | enriched "
           "| webhook -> enriched p50 / p95 / p99 | alerts (streams spiked), deliveries "
           "| webhook -> alert delivered p50 / p95 / p99 | steady p95 (2nd half) | texts contextualized "

@@ -259,14 +259,14 @@ class Store:
         """Takes the document's chunks out of the index, keeping those of other content than `content_hash` as
         superseded versions (an old citation keeps resolving); returns how many left the index."""
         s = self.schema
-        removed = await conn.fetch(f"""
-            DELETE FROM {s}.{index.table} WHERE tenant = $1 AND document_id = $2
-            RETURNING {CHUNK_COLUMNS}""", tenant, document_id)
-        await conn.executemany(f"""
-            INSERT INTO {s}.superseded_chunks ({CHUNK_COLUMNS}, index_version)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING""",
-            [(*r.values(), index.version) for r in removed if r["content_hash"] != content_hash])
-        return len(removed)
+        # one statement: the chunks' texts move inside the database instead of through this process
+        return int(await conn.fetchval(f"""
+            WITH removed AS (
+                DELETE FROM {s}.{index.table} WHERE tenant = $1 AND document_id = $2 RETURNING {CHUNK_COLUMNS}),
+            kept AS (
+                INSERT INTO {s}.superseded_chunks ({CHUNK_COLUMNS}, index_version)
+                SELECT {CHUNK_COLUMNS}, $4 FROM removed WHERE content_hash <> $3 ON CONFLICT DO NOTHING)
+            SELECT count(*) FROM removed""", tenant, document_id, content_hash, index.version))
 
     async def _delete_chunks(self, conn: asyncpg.Connection, table: str, tenant: str, document_id: str) -> int:
         status = await conn.execute(f"DELETE FROM {self.schema}.{table} WHERE tenant = $1 AND document_id = $2",
