@@ -199,6 +199,8 @@ def main() -> None:
     ap.add_argument("--ner-other", type=int, default=1000, help="sentences each of de/es/nl CoNLL train")
     ap.add_argument("--xlmt-langs", default="english,french,german,italian,portuguese,spanish")
     ap.add_argument("--xlmt-other", type=int, default=400, help="XLM-T train tweets per language but English")
+    ap.add_argument("--xlmt-en-repeat", type=int, default=1,
+                    help="times the XLM-T English train tweets are repeated (more weight on 3-class English tweets)")
     ap.add_argument("--val-en", type=int, default=1500)
     ap.add_argument("--val-other", type=int, default=300)
     ap.add_argument("--val-sst2", type=int, default=1000)
@@ -238,6 +240,8 @@ def main() -> None:
         if language != "english":
             rng.shuffle(tweets)
             tweets = tweets[:args.xlmt_other]
+        else:
+            tweets = tweets * args.xlmt_en_repeat
         features += text_features(tokenizer, tweets, "sentiment3", args.max_len)
     # fixed validation subsets (CPU time is scarce): the first sentences of each val/dev split
     val = {"ner": {lang: read_conll(lang, "val")[:args.val_en if lang == "en" else args.val_other]
