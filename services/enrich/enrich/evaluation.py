@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import NER_LANGS, read_conll, read_sst2, read_tweeteval, read_xlmt
+from .datasets import NER_LANGS, XLMT_LANGS, read_conll, read_sst2, read_tweeteval, read_xlmt
 
 CONLL_TYPE = {"PERSON": "PER", "LOCATION": "LOC", "ORG": "ORG", "MISC": "MISC"}
 
@@ -175,13 +175,52 @@ def full_report(split: str = "test", limit: int | None = None, baseline: bool = 
     return report
 
 
+def routing_report(thresholds: list[float], covered: dict[str, set[str]], default: str = "en") -> dict:
+    """Share of each validation split's texts routed right, per pair of language-confidence thresholds (min_confidence
+    and unsupported_confidence, `enrich.language`): one encoder serves
+    every language, so a route is right when it runs the tasks the text's true language has a model for (entities,
+    sentiment; none for a language without models: `unsupported_language`), whichever covered language it names
+    (`und` is routed to the default language). CoNLL val sentences are joined with spaces as the service sees them;
+    XLM-T val tweets of every language it has, SST-2 dev and TweetEval val."""
+    from .language import classify, decide, latin_script
+    sets: dict[str, tuple[str, list[str]]] = {}
+    for lang in NER_LANGS:
+        sets[f"conll_{lang}_val"] = (lang, [" ".join(w) for w, _ in read_conll(lang, "val")])
+    sets["sst2_dev"] = ("en", [t for t, _ in read_sst2("dev")])
+    sets["tweeteval_val"] = ("en", [t for t, _ in read_tweeteval()])
+    for language, code in XLMT_LANGS.items():
+        sets[f"xlmt_{language}_val"] = (code, [t for t, _ in read_xlmt(language, "val")])
+    detected = {name: [(*classify(t), latin_script(t)) for t in texts] for name, (_, texts) in sets.items()}
+    report: dict = {"covered": {task: sorted(langs) for task, langs in covered.items()}, "default": default,
+                    "thresholds": {}}
+    languages = covered["ner"] | covered["sentiment"]
+    # min_confidence / unsupported_confidence (the second at least the first); the key "m/u"
+    for m, u in [(m, u) for m in thresholds for u in thresholds if u >= m]:
+        shares = {}
+        for name, (truth, _) in sets.items():
+            routes = [decide(lang, p, latin, m, languages, u) for lang, p, latin in detected[name]]
+            tasks = lambda lang: (lang in covered["ner"], lang in covered["sentiment"])  # noqa: E731
+            right = [tasks(default if r == "und" else r) == tasks(truth) for r in routes]
+            shares[name] = round(float(np.mean(right)), 4)
+        report["thresholds"][f"{m}/{u}"] = {"mean": round(float(np.mean(list(shares.values()))), 4), **shares}
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="test", choices=["val", "test"])
+    ap.add_argument("--routing", type=float, nargs="+",
+                    help="only the routing report: share routed right on the validation splits per pair of "
+                         "thresholds (enrich.language's min_confidence / unsupported_confidence)")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--model-dir", type=Path)
     args = ap.parse_args()
+    if args.routing:
+        from .models.transformer import artifact_dir
+        covered = json.loads((artifact_dir() / "config.json").read_text())["languages"]
+        print(json.dumps(routing_report(args.routing, {task: set(langs) for task, langs in covered.items()}), indent=2))
+        return
     model = None
     if args.model_dir:
         from .models.transformer import MultitaskModel

@@ -69,7 +69,7 @@ def plan(event: dict, max_chars: int, languages: Languages | None = None) -> tup
             skipped.append("not_text")
         else:
             if languages is not None:
-                detected[field] = detect(text, languages.min_confidence)
+                detected[field] = detect(text, languages.min_confidence, languages.ner | languages.sentiment)
                 if not languages.supported(detected[field]):
                     skipped.append("unsupported_language")
                     continue

@@ -32,7 +32,9 @@ class EnrichSettings(CommonSettings):
     # KServe V2 HTTP endpoint (Triton with deploy/triton, or the Triton of nvidia-pytriton) and the model's name there
     enrich_triton_url: str = "localhost:8010"
     enrich_triton_model: str = "minilm_multitask"
-    # texts whose language is undetermined (below this confidence, e.g. a few words) go to this language's models
+    # Latin-script texts whose language is undetermined (below this confidence, e.g. a few words; or taken for a
+    # language without models below enrich.language.UNSUPPORTED_CONFIDENCE, 0.9) go to this language's models;
+    # 0.5 and 0.9 chosen on the validation splits (`python -m enrich.evaluation --routing ...`)
     enrich_default_language: str = "en"
     enrich_language_min_confidence: float = 0.5
 
