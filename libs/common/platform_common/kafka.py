@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
@@ -20,6 +21,9 @@ from .settings import CommonSettings
 from .tracing import inject_headers, publish_span
 
 log = logging.getLogger(__name__)
+
+# a record handed to the producer: resolves on the broker's acknowledgement (see `Publisher.enqueue`)
+Ack = asyncio.Future[RecordMetadata]
 
 RAW = "events.raw.v1"
 ENRICHED = "events.enriched.v1"
@@ -91,22 +95,55 @@ class Publisher:
         payload = await self.serde.encode(topic, value, schema_of)
         return await self.send(topic, key, payload, headers)
 
+    async def enqueue(self, topic: str, key: str, value: dict, headers: list[tuple[str, bytes]] | None = None,
+                      *, schema_of: str | None = None) -> Ack:
+        """Encodes `value` as `publish` does and hands it to the producer without waiting for the broker: the
+        returned future resolves on the broker's acknowledgement, or fails if the broker refuses the record. A stage
+        publishing many records enqueues them all and awaits the acks together (`acknowledged`; a `ReliableConsumer`
+        handler returns its ack and the stream does it before the batch commits) instead of a round trip each."""
+        payload = await self.serde.encode(topic, value, schema_of)
+        with publish_span(topic, key):  # the hand-over to the producer; the ack is awaited by whoever owns the batch
+            return await self._hand_over(topic, key, payload, headers)
+
     async def send(self, topic: str, key: str | None, payload: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
         """Sends already-encoded bytes; returns once the broker acknowledged them."""
         with publish_span(topic, key) as span:
-            started = time.perf_counter()
-            try:
-                meta = await self.producer.send_and_wait(
-                    topic, payload, key=key.encode() if key is not None else None, headers=inject_headers(headers))
-            except Exception:
-                PUBLISH_ERRORS.labels(topic).inc()
-                raise
-            PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
-            PUBLISHED.labels(topic).inc()
+            meta = await (await self._hand_over(topic, key, payload, headers))
             span.set_attribute("messaging.destination.partition.id", str(meta.partition))
             span.set_attribute("messaging.kafka.offset", meta.offset)
             return meta
+
+    async def _hand_over(self, topic: str, key: str | None, payload: bytes | None,
+                         headers: list[tuple[str, bytes]] | None) -> Ack:
+        """Queues the record in the producer (waiting only while its buffer is full); inside the caller's publish
+        span, so the trace context in the headers is that span's."""
+        started = time.perf_counter()
+        try:
+            ack = await self.producer.send(topic, payload, key=key.encode() if key is not None else None,
+                                           headers=inject_headers(headers))
+        except Exception:
+            PUBLISH_ERRORS.labels(topic).inc()
+            raise
+
+        def count(done: Ack) -> None:
+            if done.cancelled() or done.exception() is not None:  # retrieving it: whoever awaits the ack raises it
+                PUBLISH_ERRORS.labels(topic).inc()
+            else:
+                PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
+                PUBLISHED.labels(topic).inc()
+        ack.add_done_callback(count)
+        return ack
+
+
+async def acknowledged(acks: Iterable[Ack]) -> list[RecordMetadata]:
+    """Waits for every ack, also after one failed (so nothing is still in flight when the caller aborts or retries),
+    then raises the first failure: an output the broker refused fails whatever was waiting for it."""
+    results = await asyncio.gather(*acks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, RecordMetadata)]
 
 
 Redact = Callable[[bytes | None], bytes | None]

@@ -6,6 +6,10 @@ offsets are committed in one transaction. A consumer reading the outputs with `i
 every input's outputs exactly once, also when the process is killed mid-batch: the open transaction is aborted when
 the same transactional id starts again (or after the transaction timeout), and its inputs are processed again.
 `at_least_once` commits the offsets after the outputs were acknowledged instead; a crash in between repeats them.
+Either way a batch handler returns only once every output it sent is acknowledged (it may hand them all to the
+producer first and await the acks together, `kafka.acknowledged`): aiokafka commits a transaction without waiting for
+records still in flight, and a record the broker refuses does not fail the transaction, so an output not awaited
+could be lost while its input is committed.
 
 Error policy: a bad record is the handler's to dead-letter (`ReliableConsumer` does it for per-record handlers:
 bounded retries, then `kafka.dead_letter`); a failing batch (Kafka or a dependency down) is aborted and retried in
@@ -34,7 +38,7 @@ from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
-from .kafka import CONSUMED, PROCESS_SECONDS, RECORD_AGE, Publisher, dead_letter
+from .kafka import CONSUMED, PROCESS_SECONDS, RECORD_AGE, Ack, Publisher, acknowledged, dead_letter
 from .retry import until_available
 from .settings import CommonSettings
 from .tracing import process_span
@@ -43,7 +47,8 @@ log = logging.getLogger(__name__)
 
 Guarantee = Literal["exactly_once", "at_least_once"]
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
-RecordHandler = Callable[[dict, ConsumerRecord], Awaitable[None]]
+# a record handler publishing an output returns its ack (`Publisher.enqueue`): the batch commits once all are acked
+RecordHandler = Callable[[dict, ConsumerRecord], Awaitable[Ack | None]]
 # work done once for a whole batch's decoded values before they are handled one by one (rag embeds their queries)
 BatchPreparer = Callable[[list[dict]], Awaitable[None]]
 Step = Callable[[], Awaitable[None]]
@@ -194,7 +199,13 @@ class ReliableConsumer(Stream):
     platform's per-record error policy: an undecodable record is dead-lettered at once; a handler failing because a
     dependency is down (`retry.UNAVAILABLE`) is waited out in place; any other failure is retried `max_attempts`
     times, then the record is dead-lettered and the stream carries on. At least once by default: sinks are
-    idempotent on their keys."""
+    idempotent on their keys.
+
+    A handler that publishes its output with `Publisher.enqueue` returns the ack instead of waiting for it: the
+    records of a batch are handled one after another without a broker round trip each, and the batch's acks are
+    awaited together before its offsets (or its transaction) commit. An output the broker refuses fails the whole
+    batch, which is retried like any failing batch (under exactly_once its transaction is aborted first): an input is
+    never committed without its output."""
 
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, handler: RecordHandler,
                  publisher: Publisher, max_attempts: int | None = None, retry_wait: float = 0.2,
@@ -208,36 +219,46 @@ class ReliableConsumer(Stream):
 
     async def _each(self, records: list[ConsumerRecord]) -> None:
         decoded: list[tuple[ConsumerRecord, dict]] = []
-        for record in records:
-            try:
-                decoded.append((record, await self.publisher.serde.decode(record.value)))
-            except Exception as e:  # undecodable: retrying cannot help
-                await self.dead_letter(record, e)
-        if self.prepare is not None and decoded:
-            try:  # an optimisation only: each record is handled the same without it
-                await self.prepare([value for _, value in decoded])
-            except Exception as e:
-                log.warning("preparing a batch of %d records failed: %s: %s", len(decoded), type(e).__name__, e)
-        for record, value in decoded:
-            await self.process(record, value)
+        acks: list[Ack] = []
+        try:
+            for record in records:
+                try:
+                    decoded.append((record, await self.publisher.serde.decode(record.value)))
+                except Exception as e:  # undecodable: retrying cannot help
+                    await self.dead_letter(record, e)
+            if self.prepare is not None and decoded:
+                try:  # an optimisation only: each record is handled the same without it
+                    await self.prepare([value for _, value in decoded])
+                except Exception as e:
+                    log.warning("preparing a batch of %d records failed: %s: %s", len(decoded), type(e).__name__, e)
+            for record, value in decoded:
+                ack = await self.process(record, value)
+                if ack is not None:
+                    acks.append(ack)
+        except Exception:  # nothing of a failed batch is still in flight when it is aborted and retried
+            await asyncio.gather(*acks, return_exceptions=True)
+            raise
+        await acknowledged(acks)
 
-    async def process(self, record: ConsumerRecord, value: dict) -> None:
+    async def process(self, record: ConsumerRecord, value: dict) -> Ack | None:
         labels = (record.topic, self.group_id)
         with process_span(record.topic, self.group_id, record.headers, record.partition, record.offset), \
                 PROCESS_SECONDS.labels(*labels).time():
             try:
-                await until_available(lambda: self._handle(value, record), f"a dependency of {self.group_id}")
+                ack = await until_available(lambda: self._handle(value, record), f"a dependency of {self.group_id}")
             except Exception as e:
                 await self.dead_letter(record, e)
-                return
+                return None
         CONSUMED.labels(*labels, "ok").inc()
+        return ack
 
-    async def _handle(self, value: dict, record: ConsumerRecord) -> None:
+    async def _handle(self, value: dict, record: ConsumerRecord) -> Ack | None:
         """The handler, retried a bounded number of times for any failure (then the DLQ has the record)."""
         async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
                                            wait=wait_exponential(multiplier=self.retry_wait, max=5)):
             with attempt:
-                await self.record_handler(value, record)
+                return await self.record_handler(value, record)
+        raise AssertionError("unreachable")  # the last attempt's failure is raised (reraise)
 
     async def dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
         await dead_letter(self.publisher, record, error, self.group_id)

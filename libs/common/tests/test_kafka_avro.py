@@ -1,14 +1,18 @@
-"""libs/common against the real Kafka and registry: wire format, DLQ routing and trace propagation."""
+"""libs/common against the real Kafka and registry: wire format, DLQ routing, trace propagation, and outputs
+acknowledged before their inputs commit."""
 
 import asyncio
 import time
+from collections import Counter
 
+import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from opentelemetry import trace
 
-from platform_common.kafka import RAW, Publisher, dlq
-from platform_common.stream import ReliableConsumer
-from platform_common.testing import decode_avro, read_messages
+from platform_common.kafka import RAW, Publisher, dlq, ensure_topics
+from platform_common.stream import ReliableConsumer, stream_publisher
+from platform_common.testing import consumer_lag, decode_avro, read_messages
 
 NOW_MS = 1_763_800_000_000
 
@@ -115,3 +119,57 @@ async def test_consumer_span_continues_the_producer_trace(settings, topic, run_i
     assert send.parent.span_id == root.get_span_context().span_id
     assert process.attributes["messaging.system"] == "kafka"
     assert process.attributes["messaging.consumer.group.name"] == f"g-{run_id}"
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_an_output_the_broker_refuses_fails_its_batch_and_the_input_comes_again(settings, topic, run_id,
+                                                                                     guarantee):
+    """A handler enqueues its output and returns the ack; the stream awaits the batch's acks before it commits. The
+    first output of evt-1 goes to a topic whose max.message.bytes it exceeds (client-side it is small enough), so
+    the broker refuses it: the batch must fail, nothing of it commit, and evt-1 come again. Not awaiting the acks
+    commits evt-1 without any output."""
+    out, tiny = f"test.common.out.{run_id}", f"test.common.tiny.{run_id}"
+    await ensure_topics(settings, [out])
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(tiny, num_partitions=1, replication_factor=1,
+                                            topic_configs={"max.message.bytes": "1024"})])
+    finally:
+        await admin.close()
+    source = Publisher(settings)
+    await source.start()
+    for n in (1, 2, 3):
+        await source.publish(topic, "k", raw_event(n), schema_of=RAW)
+    await source.stop()
+
+    group = f"g-{run_id}"
+    publisher = stream_publisher(settings, guarantee, group, run_id)
+    await publisher.start()
+    attempts: Counter = Counter()
+
+    async def handler(value, record):
+        attempts[value["event_id"]] += 1
+        if value["event_id"] == "evt-1" and attempts["evt-1"] == 1:
+            return await publisher.enqueue(tiny, "k", {**value, "raw_payload": "x" * 4000}, schema_of=RAW)
+        return await publisher.enqueue(out, "k", value, schema_of=RAW)
+
+    consumer = ReliableConsumer(settings, [topic], group, handler, publisher, retry_wait=0.01, guarantee=guarantee)
+    await consumer.start()
+    task = asyncio.create_task(consumer.run(batch_timeout_ms=100))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (attempts["evt-1"] < 2 or consumer_lag(settings, group, topic)):
+            await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        await consumer.stop()
+        await publisher.stop()
+    assert attempts["evt-1"] >= 2, "the input whose output was refused did not come again"
+    assert consumer_lag(settings, group, topic) == 0, "the batch after the failed one did not commit"
+
+    outputs = Counter(decode_avro(settings, m)["event_id"] for m in read_messages(settings, out, 10, timeout=8))
+    assert set(outputs) == {"evt-1", "evt-2", "evt-3"}, "an input was committed without its output"
+    if guarantee == "exactly_once":  # the failed attempt's outputs were aborted with its transaction
+        assert outputs == {"evt-1": 1, "evt-2": 1, "evt-3": 1}
+    assert read_messages(settings, tiny, 1, timeout=2) == []

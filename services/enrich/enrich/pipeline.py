@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from aiokafka.structs import ConsumerRecord
 
-from platform_common.kafka import ENRICHED, RAW, Publisher, dlq
+from platform_common.kafka import ENRICHED, RAW, Ack, Publisher, acknowledged, dlq
 from platform_common.kafka import dead_letter as write_dead_letter
-from platform_common.tracing import inject_headers, process_span, publish_span
+from platform_common.tracing import process_span
 
 from .client import ModelClient, ModelFailed, ModelUnavailable, model_client
 from .language import UNDETERMINED, detect
@@ -127,7 +127,7 @@ class Enricher:
         finally:
             for inference in inferences:
                 inference.cancel()
-        await asyncio.gather(*sends)
+        await acknowledged(sends)
 
     async def _decode(self, record: ConsumerRecord) -> dict:
         """Waits out an unreachable schema registry; what it cannot decode once reached is raised."""
@@ -183,8 +183,8 @@ class Enricher:
                 enrichment["models"] = [vars(r) for r in refs]
         return out
 
-    async def _send(self, job: Job, enrichment: dict) -> asyncio.Future:
-        """Queues the enriched event in the producer; the returned future resolves on the broker's ack."""
+    async def _send(self, job: Job, enrichment: dict) -> Ack:
+        """Queues the enriched event in the producer; the returned ack resolves on the broker's acknowledgement."""
         record, topic = job.record, self.settings.enrich_output_topic
         key = record.key.decode() if record.key is not None else job.event["stream_id"]
         value = {**job.event, **enrichment, "enrichment_status": job.status, "enriched_at": int(time.time() * 1000)}
@@ -192,12 +192,9 @@ class Enricher:
         # covers the hand-over to the producer, the ack is awaited for the whole batch
         with process_span(record.topic, self.group, record.headers, record.partition, record.offset) as span:
             span.set_attribute("enrich.status", job.status)
-            payload = await self.publisher.serde.encode(topic, value, schema_of=ENRICHED)
-            with publish_span(topic, key):
-                future = await self.publisher.producer.send(topic, payload, key=key.encode(),
-                                                            headers=inject_headers())
+            ack = await self.publisher.enqueue(topic, key, value, schema_of=ENRICHED)
         EVENTS.labels("enriched" if job.texts else "passed_through").inc()
-        return future
+        return ack
 
     async def dead_letter(self, record: ConsumerRecord, error: BaseException) -> None:
         """The platform's one dead-letter writer. The DLQ copy and its reason are PII-masked (the DLQ is read by

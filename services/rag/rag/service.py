@@ -9,7 +9,7 @@ import logging
 import redis.asyncio as redis
 from aiokafka import ConsumerRecord
 
-from platform_common.kafka import CONTEXTUALIZED, Publisher, ensure_topics
+from platform_common.kafka import CONTEXTUALIZED, Ack, Publisher, ensure_topics
 from platform_common.llm import LLM, InProcessLLM, make_llm
 from platform_common.ops import kafka_check, postgres_check, redis_check, registry_check
 from platform_common.stream import ReliableConsumer, stream_publisher
@@ -71,8 +71,9 @@ class RagService:
             self.consumers = [
                 ReliableConsumer(s, [s.rag_documents_topic], f"{s.rag_group}-documents", self.on_document,
                                  self.publisher),
-                # generation (about a second) is only for selected events within the freshness target, so a batch
-                # stays well inside the transaction timeout
+                # an event's age when its turn comes is at least the time since its batch started, so no generation
+                # (about a second) starts later than the freshness target (5 s) into a batch: a batch takes its
+                # retrieval, at most that, one generation and the acks, well inside the 60 s transaction timeout
                 ReliableConsumer(s, [s.rag_enriched_topic], group, self.on_event, self.context_publisher,
                                  guarantee="exactly_once", prepare=self.contextualizer.prepare,
                                  max_poll_records=s.rag_contextualize_batch),
@@ -98,7 +99,9 @@ class RagService:
         result = await self.indexer.apply(value)
         log.info("document %s: %s (%d chunks embedded)", result.document_id, result.status, result.embedded)
 
-    async def on_event(self, value: dict, record: ConsumerRecord) -> None:
+    async def on_event(self, value: dict, record: ConsumerRecord) -> Ack:
+        """Hands the contextualized record to the producer; the stream awaits the batch's acks together before its
+        transaction commits (a broker round trip per record was what bounded the rate)."""
         out = await self.contextualizer.contextualize(value)
-        await self.context_publisher.publish(self.settings.rag_contextualized_topic, value["stream_id"], out,
-                                             schema_of=CONTEXTUALIZED)
+        return await self.context_publisher.enqueue(self.settings.rag_contextualized_topic, value["stream_id"], out,
+                                                    schema_of=CONTEXTUALIZED)

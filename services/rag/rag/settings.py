@@ -40,7 +40,7 @@ class RagSettings(CommonSettings):
     rag_generation_freshness_s: float = 5.0
     # events per contextualizer batch (one transaction; their queries embedded in one call, then searched this
     # many at a time: each hybrid search holds two database connections)
-    rag_contextualize_batch: int = 64
+    rag_contextualize_batch: int = 256
     rag_retrieval_concurrency: int = 4
     rag_llm_backend: str = "embedded"  # embedded or openai
     rag_llm_runtime: str = "llama.cpp"  # the embedded backend's runtime: llama.cpp or transformers
