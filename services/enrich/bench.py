@@ -230,8 +230,11 @@ def main() -> None:
           "|---|---|---|---|---|")
     print(f"| SST-2 test accuracy (polarity) | {s['sst2_test_accuracy']:.4f} | {sq['sst2_test_accuracy']:.4f} | "
           f"{base['sentiment_vader']['sst2_test_accuracy']:.4f} | >= 0.88 |")
-    print(f"| TweetEval val macro recall (3 classes) | {s['tweeteval_val_macro_recall']:.4f} | | "
-          f"{base['sentiment_vader']['tweeteval_val_macro_recall']:.4f} | |")
+    print(f"| TweetEval val macro recall (3 classes), the 570 tweets not in XLM-T English train | "
+          f"{s['tweeteval_val_unseen_macro_recall']:.4f} | | "
+          f"{base['sentiment_vader']['tweeteval_val_unseen_macro_recall']:.4f} | |")
+    print(f"| TweetEval val macro recall, all 2,000 (1,430 in XLM-T English train: not a clean figure) | "
+          f"{s['tweeteval_val_macro_recall']:.4f} | | {base['sentiment_vader']['tweeteval_val_macro_recall']:.4f} | |")
     print("\nXLM-T val macro recall: " + ", ".join(f"{k.split('_')[1]} {v:.4f}" for k, v in s.items()
                                                    if k.startswith("xlmt_")) + ".")
     print(f"Records through the service: {sq['records']}/{sq['sent']}, statuses {json.dumps(sq['statuses'])}.\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -65,9 +66,13 @@ def main() -> None:
     (target / "scores.json").write_text(json.dumps({"test": report, "validation": choice, "train": train}, indent=2))
     (target / "MODEL_CARD.md").write_text(model_card(args.version, report, choice, train, digest,
                                                      (target / "model.onnx").stat().st_size))
+    # Triton's copy is a relative symlink to the artifact (one file in the repository, not two)
     triton = REPO / "deploy" / "triton" / "minilm_multitask" / args.version
     triton.mkdir(parents=True, exist_ok=True)
-    shutil.copy(target / "model.onnx", triton / "model.onnx")
+    link = triton / "model.onnx"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(os.path.relpath(target / "model.onnx", triton))
     print(json.dumps(report, indent=2))
     # the service switches only to a model whose validation selection figure beats the current one's
     previous = ARTIFACTS / "minilm-multitask" / (current.read_text().strip() if current.exists() else "-")
@@ -92,8 +97,11 @@ def model_card(version, report, choice, train, digest, size) -> str:
                      + " | ".join(f"{ner[lang]['per_type'].get(t, 0):.4f}" for t in ("PER", "ORG", "LOC", "MISC"))
                      + f" | {ner[lang]['sentences']} |" for lang in ner)
     xlmt = "\n".join(f"| {k.split('_')[1]} | {v:.4f} |" for k, v in s.items() if k.startswith("xlmt_"))
+    soup = train.get("soup")
+    # a soup (soup.py): the settings and validation points below are its second ingredient's training run
+    points = soup["b_validation"] if soup else train["validation"]
     vals = "\n".join(f"| {h['step']} | {h['epoch']} | {h['ner_f1_en']:.4f} | {h['sst2_dev_acc']:.4f} | "
-                     f"{h['xlmt_en_val_macro_recall']:.4f} | {h['selection']:.4f} |" for h in train["validation"])
+                     f"{h['xlmt_en_val_macro_recall']:.4f} | {h['selection']:.4f} |" for h in points)
     trained_langs = a["xlmt_langs"].split(",")
     casing = ("\n- **Casing**: the vocabulary is uncased, so each sub-token's casing class (no letters, lower, "
               "Initial-cap, ALL-CAPS,\n  mixed; `enrich.models.transformer.casing_class` on the original characters) "
@@ -104,6 +112,9 @@ def model_card(version, report, choice, train, digest, size) -> str:
         if "int8_ops" in choice else ""
 
     other_langs = ", ".join(lang for lang in trained_langs if lang != "english")
+    soup_text = soup_section(soup, version) if soup else ""
+    repeat = a.get("xlmt_en_repeat", 1)
+    english = "English all" + (f" (repeated {repeat} times)" if repeat > 1 else "")
     return f"""# minilm-multitask {version}
 
 One encoder, two heads: entities (IOB2 over sub-tokens: PER, ORG, LOC, MISC; the service names them PERSON, ORG,
@@ -114,18 +125,18 @@ logits). Served by enrich in-process (ONNX Runtime) or by Triton (`deploy/triton
   Apache-2.0. Training code: this repository (`services/enrich/training/`, `make train-models`).{casing}
 - **Data** (`../shared/datasets/nlp`, read in place): CoNLL-2003 en train (all), {a['ner_other']} sentences each of
   CoNLL de/es/nl train; {a['sst2']} SST-2 train sentences (binary loss on the negative/positive logits); XLM-T train
-  tweets: English all, {a['xlmt_other']} each of {other_langs}
+  tweets: {english}, {a['xlmt_other']} each of {other_langs}
   (3-class loss). Their licences: research use (CoNLL, SST), Twitter terms (XLM-T, TweetEval).
 - **Settings**: seed {a['seed']}, {epochs} epochs ({train['steps']} steps of {a['batch']}), AdamW lr {a['lr']}
   (heads x3), linear warm-up 5% and decay, max {a['max_len']} tokens, {train['minutes']} min on 2 shared CPU cores
-  ({train['torch']}). The checkpoint kept is the best of {len(train['validation'])} validation points on the mean of
+  ({train['torch']}). The checkpoint kept is the best of {len(points)} validation points on the mean of
   en val entity F1 (first {a['val_en']} sentences), SST-2 dev accuracy (first {a['val_sst2']}) and XLM-T en val
   macro recall:
 
 | step | epoch | en val F1 | SST-2 dev acc | XLM-T en val macro recall | selection |
 |---|---|---|---|---|---|
 {vals}
-
+{soup_text}
 - **Export**: ONNX opset 17, dynamic int8 quantization of the weights (per channel){quantized}.
   Kept: **{choice['chosen']}** (largest drop of int8 vs fp32 on the validation figures: {choice['worst_drop']:.4f};
   int8 is kept if <= 0.005).
@@ -140,7 +151,9 @@ Entities, seqeval (entity-level, default mode), CoNLL test, model on CoNLL's tok
 {rows}
 
 Sentiment: SST-2 test (GLUE dev, 872) accuracy of the polarity **{s['sst2_test_accuracy']:.4f}**; TweetEval validation
-macro recall (3 classes) **{s['tweeteval_val_macro_recall']:.4f}**. XLM-T val macro recall per language (the val
+macro recall (3 classes) **{s['tweeteval_val_unseen_macro_recall']:.4f}** on the 570 tweets not in XLM-T English train
+({s['tweeteval_val_macro_recall']:.4f} on all 2,000, 1,430 of which it was trained on). XLM-T val macro recall per
+language (the val
 split also served to choose the checkpoint for English; there is no XLM-T test split here):
 
 | language | macro recall |
@@ -148,14 +161,35 @@ split also served to choose the checkpoint for English; there is no XLM-T test s
 {xlmt}
 
 Baseline in the same run: the old rules on CoNLL en test F1 {base['ner_rules']['en']['f1']:.4f}; VADER SST-2 test
-accuracy {base['sentiment_vader']['sst2_test_accuracy']:.4f}, TweetEval macro recall
-{base['sentiment_vader']['tweeteval_val_macro_recall']:.4f}.
+accuracy {base['sentiment_vader']['sst2_test_accuracy']:.4f}, TweetEval macro recall on the 570
+{base['sentiment_vader']['tweeteval_val_unseen_macro_recall']:.4f} (all 2,000:
+{base['sentiment_vader']['tweeteval_val_macro_recall']:.4f}).
 
 ## Languages
 
 Entities: en, de, es, nl (CoNLL-trained). Sentiment: the XLM-T languages it was trained on ({', '.join(trained_langs)}).
 A text in any other language is passed through as `unsupported_language`. The vocabulary is English (uncased
 WordPiece): the other languages' figures above say what that costs.
+"""
+
+
+def soup_section(soup: dict, version: str) -> str:
+    """The soup's ingredients and the validation figures of each mixing weight (soup.py)."""
+    a = soup.get("a_args") or {}
+    ingredient_a = (f"{a.get('sst2')} SST-2 sentences, XLM-T English x{a.get('xlmt_en_repeat', 1)}, "
+                    f"{a.get('minutes')} min" if a else "no training record")
+    rows = "\n".join(f"| {alpha} | {s['ner_f1_en']:.4f} | {s['ner_f1_de']:.4f} | {s['ner_f1_es']:.4f} | "
+                     f"{s['ner_f1_nl']:.4f} | {s['sst2_dev_acc']:.4f} | {s['xlmt_en_val_macro_recall']:.4f} | "
+                     f"{s['selection']:.4f} |" for alpha, s in soup["alphas"].items())
+    return f"""
+- **Model soup** (`training/soup.py`): version {version} is the weighted average of the fp32 ONNX weights of two
+  runs fine-tuned from the same all-MiniLM-L6-v2 weights: A = `{soup['a']}` ({ingredient_a}) and B = the run
+  described above (`{soup['b']}`), weight `alpha` on B. Scored on the same validation subsets with ONNX Runtime (fp32;
+  alpha 0 and 1 are the ingredients); the best selection figure is kept: **alpha {soup['alpha']:.2f}**.
+
+| alpha | en val F1 | de | es | nl | SST-2 dev acc | XLM-T en val macro recall | selection |
+|---|---|---|---|---|---|---|---|
+{rows}
 """
 
 
