@@ -7,20 +7,21 @@ Scoring. Every point gets a raw anomaly score in "robust z" units (how many scal
   deviations of the value, of the mean of the last `fallback_short` values and of the mean of the last
   `fallback_long` values from the median of the previous `fallback_window` values, each divided by their MAD
   (1.4826 * median absolute deviation), the means scaled by the square root of their length;
-- once a model is installed (detector="lstm-autoencoder"): the reconstruction error of the window ending at the
-  point, standardised by the median and MAD of the model's validation errors; with `ensemble` > 0 the larger of
-  that and `ensemble` times the statistical score (the autoencoder sees shapes, the statistics see levels).
-With `likelihood_window` > 0 the raw score is then replaced by how unusual the mean of its last
-`likelihood_short` values is against the distribution of those means over the last `likelihood_window` points
-(a z-score, as NAB's HTM detector turns raw scores into an anomaly likelihood).
+- once a model is installed (detector="lstm-autoencoder"): also the reconstruction error of the window ending at
+  the point, standardised by the median and MAD of the model's validation errors (the autoencoder sees shapes, the
+  statistics see levels; with `stat_margin` 0 the statistical score stops counting once a model is installed).
 
-Threshold. Calibrated dynamically: every `calibrate_every` points it becomes `threshold_margin` times the
-`threshold_quantile` of the last `threshold_history` scores that stayed below it outside excursions (so anomalies,
-suppressed ones included, never raise the bar), never below `threshold_floor`. Right after a model is installed the
-history restarts with the new model's scores on its validation windows.
+Thresholds. Each score has its own, because their tails differ by orders of magnitude from stream to stream (one
+bar for the larger of the two, tried first, scored 50.2 on nab-dev's tuning part; one bar each, 61.8). Every
+`calibrate_every` points a score's threshold becomes its margin (`stat_margin`, `threshold_margin` for the
+autoencoder) times the `threshold_quantile` of its last `threshold_history` values that stayed below it outside
+excursions (so anomalies, suppressed ones included, never raise the bar), never below `threshold_floor`. Right
+after a model is installed the autoencoder's history restarts with its scores on its validation windows. A point's
+reported score and threshold are those of the score furthest above (or nearest to) its threshold.
 
-Suppression. A trigger when the score crosses the threshold (one per excursion), a resolve once the score has
-stayed below `resolve_ratio * threshold` for `resolve_after` points, then `cooldown` points without a new trigger.
+Suppression. A trigger when a score crosses its threshold (one per excursion), a resolve once every score has
+stayed below `resolve_ratio` times its threshold for `resolve_after` points, then `cooldown` points without a new
+trigger.
 Severity grows with score / threshold.
 
 Models. A training is requested after `warmup` points, every `retrain_every` points after that, and when the median
@@ -54,7 +55,7 @@ def model_version(key: str, metric: str, span_end: int) -> str:
 class DetectorConfig:
     window: int = 32
     history: int = 2000
-    warmup: int = 200
+    warmup: int = 150
     install_after: int = 64
     settle: int = 100
     fallback_window: int = 200
@@ -62,13 +63,9 @@ class DetectorConfig:
     fallback_long: int = 0  # 0: no long-mean scale
     seasonal: float = 3.0  # > 0: a daily baseline where it explains the last day this much better than the level
     seasonal_min: bool = False  # with a daily baseline: unusual only if unusual against both
-    ensemble: float = 0.6
-    ensemble_scaled: bool = False  # the statistical score rescaled to the autoencoder's (ratio of their q99)
-    likelihood_window: int = 0  # 0: raw scores are thresholded as they are
-    likelihood_short: int = 10
-    likelihood_floor: float = 0.05  # smallest spread of the averaged scores, in raw-score units
+    stat_margin: float = 2.0  # the statistical score's threshold margin; 0: not used once a model is installed
     threshold_quantile: float = 0.999
-    threshold_margin: float = 1.5
+    threshold_margin: float = 1.5  # the autoencoder score's
     threshold_floor: float = 3.0
     threshold_history: int = 2000
     calibrate_every: int = 50
@@ -128,18 +125,16 @@ class TrainingRequest:
 @dataclass
 class _State:
     seen: int = 0
-    threshold: float = 0.0
+    threshold: float = 0.0  # the autoencoder score's
+    stat_threshold: float = 0.0
     since_calibration: int = 0
     since_training: int = 0
     excursion_start: int | None = None
-    excursion_peak: float = 0.0
+    excursion_peak: float = 0.0  # the largest ratio of a score to its threshold
     below: int = 0
     cooldown_left: int = 0
     settle_left: int = 0  # points after a model install during which nothing is raised
     install_at: int = -1  # the point at which the requested model is installed, -1 when none is requested
-    component_ratio: float = 0.0  # q99 of the autoencoder's scores over q99 of the statistical ones
-    likelihood_sum: float = 0.0  # running sums of the averaged raw scores in `averaged`
-    likelihood_squares: float = 0.0
 
 
 class MetricDetector:
@@ -148,13 +143,11 @@ class MetricDetector:
         self.trains = trains  # False: the statistical score only, no training is ever requested
         self.values: deque[float] = deque(maxlen=config.history)
         self.times: deque[int] = deque(maxlen=config.history)
-        self.scores: deque[float] = deque(maxlen=config.threshold_history)
+        self.scores: deque[float] = deque(maxlen=config.threshold_history)  # the autoencoder's
+        self.stat_scores: deque[float] = deque(maxlen=config.threshold_history)
         self.recent_errors: deque[float] = deque(maxlen=config.drift_window)
-        self.raw: deque[float] = deque(maxlen=max(config.likelihood_short, 1))
-        self.components: deque[tuple[float, float]] = deque(maxlen=config.threshold_history)
-        self.averaged: deque[float] = deque()  # bounded by hand: its running sums follow what leaves it
         self.pending: deque[tuple[int, float, Any]] = deque()
-        self.state = _State(threshold=config.threshold_floor)
+        self.state = _State(threshold=config.threshold_floor, stat_threshold=config.threshold_floor)
         self.model: Model | None = None
         self.request: TrainingRequest | None = None
         self.request_taken = False
@@ -207,9 +200,7 @@ class MetricDetector:
         self.request, self.request_taken, self.ready = None, False, None
         self.state.install_at = -1
         self.state.since_training = 0
-        self.state.component_ratio = 0.0
         self.recent_errors.clear()
-        self.components.clear()
         # the threshold is recalibrated at once on the new model's validation scores, not the old scorer's
         self.scores.clear()
         self.scores.extend(getattr(model, "calibration", ()))
@@ -324,26 +315,6 @@ class MetricDetector:
         scale = mad if mad > 0 else max(abs(median) * 1e-3, 1e-6)
         return max(abs(float(arr[max(0, i - n + 1):i + 1].mean()) - median) * weight for n, weight in scales) / scale
 
-    def _likelihood(self, raw: float) -> float:
-        """How far the recent mean of raw scores is above the usual recent means, in standard deviations."""
-        cfg, st = self.config, self.state
-        self.raw.append(raw)
-        mean = sum(self.raw) / len(self.raw)
-        count = len(self.averaged)
-        score = 0.0
-        if count >= 2 * cfg.likelihood_short:
-            mu = st.likelihood_sum / count
-            sd = math.sqrt(max(st.likelihood_squares / count - mu * mu, 0.0))
-            score = max(0.0, (mean - mu) / max(sd, cfg.likelihood_floor))
-        self.averaged.append(mean)
-        st.likelihood_sum += mean
-        st.likelihood_squares += mean * mean
-        if len(self.averaged) > cfg.likelihood_window:
-            old = self.averaged.popleft()
-            st.likelihood_sum -= old
-            st.likelihood_squares -= old * old
-        return score
-
     def _check_drift(self, error: float, model: Model) -> None:
         cfg, st = self.config, self.state
         self.recent_errors.append(error)
@@ -364,36 +335,32 @@ class MetricDetector:
     # --- threshold and suppression ---------------------------------------------------------------------------
 
     def _calibrate(self) -> None:
-        cfg = self.config
-        if len(self.scores) >= 50:
-            q = float(np.quantile(np.fromiter(self.scores, float, len(self.scores)), cfg.threshold_quantile))
-            self.state.threshold = max(cfg.threshold_floor, q * cfg.threshold_margin)
-        self.state.since_calibration = 0
+        cfg, st = self.config, self.state
+        st.threshold = self._bar(self.scores, cfg.threshold_margin, st.threshold)
+        st.stat_threshold = self._bar(self.stat_scores, cfg.stat_margin or cfg.threshold_margin, st.stat_threshold)
+        st.since_calibration = 0
 
-    def _severity(self, score: float, threshold: float) -> str:
-        ratio = score / threshold if threshold > 0 else math.inf
+    def _bar(self, scores: deque[float], margin: float, current: float) -> float:
+        if len(scores) < 50:
+            return current
+        q = float(np.quantile(np.fromiter(scores, float, len(scores)), self.config.threshold_quantile))
+        return max(self.config.threshold_floor, q * margin)
+
+    def _severity(self, ratio: float) -> str:
+        """The tier of a score's ratio to its threshold."""
         return next(name for limit, name in self.config.severity_tiers if ratio >= limit)
 
-    def _combine(self, scores: tuple) -> float:
-        """One raw score from the statistical one and, with a model, the autoencoder's."""
-        cfg, st = self.config, self.state
-        if len(scores) == 1:
-            return scores[0]
-        stat, _, lstm = scores
-        if cfg.ensemble <= 0:
-            return lstm
-        if not cfg.ensemble_scaled:
-            return max(lstm, cfg.ensemble * stat)
-        self.components.append((stat, lstm))
-        if st.since_calibration == 0 or st.component_ratio <= 0:
-            pairs = np.asarray(self.components, dtype=float)
-            q = np.quantile(pairs, 0.99, axis=0)
-            st.component_ratio = float(q[1] / q[0]) if q[0] > 0 and q[1] > 0 else 0.0
-        return max(lstm, cfg.ensemble * stat * st.component_ratio) if st.component_ratio > 0 else lstm
+    def _components(self, scores: tuple) -> list[tuple[float, float, deque[float]]]:
+        """(score, threshold, calibration history) of each score that counts at this point."""
+        st = self.state
+        stat = (scores[0], st.stat_threshold, self.stat_scores)
+        if len(scores) == 1 or scores[2] is None:  # no model, or its first window is not full yet
+            return [stat]
+        lstm = (scores[2], st.threshold, self.scores)
+        return [stat, lstm] if self.config.stat_margin > 0 else [lstm]
 
     def _decide(self, timestamp: int, value: float, scores: tuple, context: Any) -> Scored:
         cfg, st = self.config, self.state
-        raw = self._combine(scores)
         error = scores[1] if len(scores) > 1 else None
         # the window of a point is the `window` points ending at it
         back = cfg.window - 1
@@ -402,7 +369,6 @@ class MetricDetector:
         self.values.append(value)
         st.seen += 1
         st.since_training += 1
-        score = self._likelihood(raw) if cfg.likelihood_window > 0 else raw
         if self.model is None and st.seen == cfg.warmup:
             self._request("warmup")
         elif self.model is not None:
@@ -415,7 +381,9 @@ class MetricDetector:
         st.since_calibration += 1
         if st.since_calibration >= cfg.calibrate_every:
             self._calibrate()
-        threshold = st.threshold
+        components = self._components(scores)
+        score, threshold, _ = max(components, key=lambda c: c[0] / max(c[1], 1e-12))
+        ratio = score / max(threshold, 1e-12)
         scored = Scored(timestamp, value, score, threshold, None, context)
         if st.excursion_start is None:
             if st.cooldown_left > 0:
@@ -423,22 +391,25 @@ class MetricDetector:
             if st.settle_left > 0:
                 # every live score calibrates while settling
                 st.settle_left -= 1
-                self.scores.append(score)
-            elif st.seen > cfg.warmup and score > threshold and st.cooldown_left == 0:
-                st.excursion_start, st.excursion_peak, st.below = timestamp, score, 0
+                for s, _, history in components:
+                    history.append(s)
+            elif st.seen > cfg.warmup and ratio > 1 and st.cooldown_left == 0:
+                st.excursion_start, st.excursion_peak, st.below = timestamp, ratio, 0
                 scored.decision = Decision("trigger", timestamp, value, score, threshold,
-                                           self._severity(score, threshold), window_start, timestamp,
+                                           self._severity(ratio), window_start, timestamp,
                                            self.detector, self.model_version, timestamp)
-            elif score <= threshold:
-                # what crossed the threshold (suppressed during a cooldown) must not calibrate it
-                self.scores.append(score)
+            else:
+                # what crossed its threshold (suppressed during a cooldown) must not calibrate it
+                for s, bar, history in components:
+                    if s <= bar:
+                        history.append(s)
             return scored
         # inside an excursion: its scores stay out of the calibration, so an anomaly does not raise the bar
-        st.excursion_peak = max(st.excursion_peak, score)
-        st.below = st.below + 1 if score < cfg.resolve_ratio * threshold else 0
+        st.excursion_peak = max(st.excursion_peak, ratio)
+        st.below = st.below + 1 if ratio < cfg.resolve_ratio else 0
         if st.below >= cfg.resolve_after:
             scored.decision = Decision("resolve", timestamp, value, score, threshold,
-                                       self._severity(st.excursion_peak, threshold), st.excursion_start, timestamp,
+                                       self._severity(st.excursion_peak), st.excursion_start, timestamp,
                                        self.detector, self.model_version, st.excursion_start)
             st.excursion_start, st.below, st.cooldown_left = None, 0, cfg.cooldown
         return scored
@@ -452,8 +423,7 @@ class MetricDetector:
             "reason": self.request.reason, "values": self.request.values.tolist(), "span": self.request.span,
             "install_at": self.request.install_at}
         return {"values": list(self.values), "times": list(self.times), "scores": list(self.scores),
-                "recent_errors": list(self.recent_errors), "raw": list(self.raw), "averaged": list(self.averaged),
-                "components": [list(c) for c in self.components],
+                "stat_scores": list(self.stat_scores), "recent_errors": list(self.recent_errors),
                 "pending": [list(p) for p in self.pending], "request": request, "state": asdict(self.state),
                 "model_version": self.model.version if self.model is not None else None}
 
@@ -465,12 +435,12 @@ class MetricDetector:
         det.times.extend(data["times"])
         det.scores.extend(data["scores"])
         det.recent_errors.extend(data["recent_errors"])
-        det.raw.extend(data.get("raw", ()))
-        det.averaged.extend(data.get("averaged", ()))
-        det.components.extend(tuple(c) for c in data.get("components", ()))
+        det.stat_scores.extend(data.get("stat_scores", ()))
         det.pending.extend(tuple(p) for p in data.get("pending", ()))
         state = data["state"]
         det.state = _State(**{k: v for k, v in state.items() if k in _State.__dataclass_fields__})
+        if "stat_threshold" not in state:  # saved before the scores had a threshold each
+            det.state.stat_threshold = det.state.threshold
         if (request := data.get("request")) is not None:
             det.request = TrainingRequest(request["reason"], np.asarray(request["values"], dtype=float),
                                           request["span"], request["install_at"])

@@ -45,14 +45,15 @@ def test_undecodable_record_goes_to_the_dlq_with_the_reason(service, harness):
 
 
 def test_restart_mid_stream_neither_loses_nor_repeats_an_alert(service, harness):
-    values = harness.series(900, seed=3, spike_at=500)
+    # the spike lands after the second model's settling (installs at 214 and 492, each settling 100 points)
+    values = harness.series(900, seed=3, spike_at=650)
     # the first part, up to just past the spike, is processed and its trigger published before the restart
-    harness.wait_processed("restarted", harness.post("restarted", values[:503]))
+    harness.wait_processed("restarted", harness.post("restarted", values[:653]))
     assert [a["action"] for a in harness.alerts("restarted")] == ["trigger"]
     # the service stops mid-excursion; the rest arrives while it is down. Only the restored state (history,
     # calibration, the open excursion) can resolve it: a forgetful service would be warming up again
     service.stop()
-    last = harness.post("restarted", values[503:], start=503)
+    last = harness.post("restarted", values[653:], start=653)
     service.start()
     harness.wait_processed("restarted", last)
 
