@@ -119,8 +119,10 @@ def main() -> None:
     for key in ("ner_labels", "sentiment_labels", "inputs", "max_tokens"):
         if config_a.get(key) != config_b.get(key):
             raise SystemExit(f"the ingredients differ in {key}: {config_a.get(key)} vs {config_b.get(key)}")
-    if (folder_a / "tokenizer.json").read_bytes() != (folder_b / "tokenizer.json").read_bytes():
-        raise SystemExit("the ingredients' tokenizers differ")
+    tokenizers = [json.loads((folder / "tokenizer.json").read_text()) for folder in (folder_a, folder_b)]
+    for key in ("model", "normalizer", "pre_tokenizer", "added_tokens"):  # not truncation/padding (set at run time)
+        if tokenizers[0].get(key) != tokenizers[1].get(key):
+            raise SystemExit(f"the ingredients' tokenizers differ in {key}")
     config = {**config_b, "version": args.version}
     tokenizer = folder_b / "tokenizer.json"
 
