@@ -177,6 +177,15 @@ def pct(samples: list[float], q: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
 
 
+def quantization() -> str:
+    """What the served artifact is, from its scores.json (the export's choice)."""
+    from enrich.models.transformer import artifact_dir
+    scores = artifact_dir() / "scores.json"
+    chosen = json.loads(scores.read_text())["validation"].get("chosen", "") if scores.exists() else ""
+    return {"int8-token": "int8 ONNX, activations scaled per token",
+            "int8": "int8 ONNX, activations scaled per request", "fp32": "fp32 ONNX"}.get(chosen, "ONNX")
+
+
 def commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                           text=True).stdout.strip()
@@ -213,7 +222,7 @@ def main() -> None:
     ner, s, base = report["ner"], report["sentiment"], report["baseline"]
     print("## enrich\n")
     print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit()}, model "
-          f"`{report['model']}` (int8 ONNX), 2 shared cores (1-min load average during the runs: "
+          f"`{report['model']}` ({quantization()}), 2 shared cores (1-min load average during the runs: "
           f"{', '.join(f'{x:.1f}' for x in loads)}). Server behind each row: `local` = ONNX Runtime in enrich's "
           f"worker process; `triton` = Triton Inference Server 2.51 from nvidia-pytriton 0.7.0 on this machine.\n")
     print("Quality (test splits, evaluated once per model version; seqeval entity F1, default mode):\n")
