@@ -12,7 +12,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Histogram
 
@@ -99,8 +104,9 @@ class Publisher:
                       *, schema_of: str | None = None) -> Ack:
         """Encodes `value` as `publish` does and hands it to the producer without waiting for the broker: the
         returned future resolves on the broker's acknowledgement, or fails if the broker refuses the record. A stage
-        publishing many records enqueues them all and awaits the acks together (`acknowledged`; a `ReliableConsumer`
-        handler returns its ack and the stream does it before the batch commits) instead of a round trip each."""
+        publishing many records enqueues them all and awaits the acks together (`Refusals.acknowledged`; a
+        `ReliableConsumer` handler returns its ack and the stream does it before the batch commits) instead of a round
+        trip each."""
         payload = await self.serde.encode(topic, value, schema_of)
         with publish_span(topic, key):  # the hand-over to the producer; the ack is awaited by whoever owns the batch
             return await self._hand_over(topic, key, payload, headers)
@@ -136,14 +142,45 @@ class Publisher:
         return ack
 
 
-async def acknowledged(acks: Iterable[Ack]) -> list[RecordMetadata]:
-    """Waits for every ack, also after one failed (so nothing is still in flight when the caller aborts or retries),
-    then raises the first failure: an output the broker refused fails whatever was waiting for it."""
-    results = await asyncio.gather(*acks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return [r for r in results if isinstance(r, RecordMetadata)]
+# the broker's answers that a record itself cannot be stored (too large for its topic, corrupt): retrying the batch
+# that sent it cannot help
+REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordException)
+
+
+class Refusals:
+    """The acks of a batch's outputs, by the input each came from. Any failed ack fails the batch (it is retried, so
+    an input is never committed without its output), but an input whose output the broker refused `attempts` times
+    (`REFUSED`) is then given up: the stage dead-letters it with the refusal instead of handling it again, so one
+    record too large for its topic does not hold its partition for ever."""
+
+    def __init__(self, attempts: int):
+        self.attempts = attempts
+        self._refused: dict[tuple[str, int, int], tuple[int, BaseException]] = {}
+
+    def given_up(self, record: Any) -> BaseException | None:
+        """The refusal to dead-letter `record` with, once its outputs were refused `attempts` times; else None."""
+        key = (record.topic, record.partition, record.offset)
+        count, error = self._refused.get(key, (0, None))
+        if error is None or count < self.attempts:
+            return None
+        del self._refused[key]
+        return error
+
+    async def acknowledged(self, sent: list[tuple[Any, Ack]]) -> None:
+        """Waits for every ack of `sent` ((input record, ack) pairs), also after one failed (so nothing is still in
+        flight when the caller aborts or retries), then raises the first failure."""
+        results = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
+        failure = None
+        for (record, _), result in zip(sent, results, strict=True):
+            key = (record.topic, record.partition, record.offset)
+            if isinstance(result, REFUSED):
+                self._refused[key] = (self._refused.get(key, (0, result))[0] + 1, result)
+            elif not isinstance(result, BaseException):
+                self._refused.pop(key, None)
+            if isinstance(result, BaseException) and failure is None:
+                failure = result
+        if failure is not None:
+            raise failure
 
 
 Redact = Callable[[bytes | None], bytes | None]

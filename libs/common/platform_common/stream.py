@@ -7,9 +7,10 @@ every input's outputs exactly once, also when the process is killed mid-batch: t
 the same transactional id starts again (or after the transaction timeout), and its inputs are processed again.
 `at_least_once` commits the offsets after the outputs were acknowledged instead; a crash in between repeats them.
 Either way a batch handler returns only once every output it sent is acknowledged (it may hand them all to the
-producer first and await the acks together, `kafka.acknowledged`): aiokafka commits a transaction without waiting for
+producer first and await the acks together, `kafka.Refusals`): aiokafka commits a transaction without waiting for
 records still in flight, and a record the broker refuses does not fail the transaction, so an output not awaited
-could be lost while its input is committed.
+could be lost while its input is committed. An input whose output the broker refuses outright (too large for its
+topic) fails its batch `consumer_max_attempts` times, then is dead-lettered with the refusal.
 
 Error policy: a bad record is the handler's to dead-letter (`ReliableConsumer` does it for per-record handlers:
 bounded retries, then `kafka.dead_letter`); a failing batch (Kafka or a dependency down) is aborted and retried in
@@ -38,7 +39,7 @@ from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
-from .kafka import CONSUMED, PROCESS_SECONDS, RECORD_AGE, Ack, Publisher, acknowledged, dead_letter
+from .kafka import CONSUMED, PROCESS_SECONDS, RECORD_AGE, Ack, Publisher, Refusals, dead_letter
 from .retry import until_available
 from .settings import CommonSettings
 from .tracing import process_span
@@ -205,7 +206,8 @@ class ReliableConsumer(Stream):
     records of a batch are handled one after another without a broker round trip each, and the batch's acks are
     awaited together before its offsets (or its transaction) commit. An output the broker refuses fails the whole
     batch, which is retried like any failing batch (under exactly_once its transaction is aborted first): an input is
-    never committed without its output."""
+    never committed without its output. An input whose output the broker refused outright `max_attempts` times is
+    dead-lettered with the refusal when its batch comes again."""
 
     def __init__(self, settings: CommonSettings, topics: list[str], group_id: str, handler: RecordHandler,
                  publisher: Publisher, max_attempts: int | None = None, retry_wait: float = 0.2,
@@ -216,10 +218,11 @@ class ReliableConsumer(Stream):
         self.record_handler = handler
         self.prepare = prepare
         self.max_attempts = max_attempts or settings.consumer_max_attempts
+        self.refusals = Refusals(self.max_attempts)
 
     async def _each(self, records: list[ConsumerRecord]) -> None:
         decoded: list[tuple[ConsumerRecord, dict]] = []
-        acks: list[Ack] = []
+        sent: list[tuple[ConsumerRecord, Ack]] = []
         try:
             for record in records:
                 try:
@@ -232,13 +235,14 @@ class ReliableConsumer(Stream):
                 except Exception as e:
                     log.warning("preparing a batch of %d records failed: %s: %s", len(decoded), type(e).__name__, e)
             for record, value in decoded:
-                ack = await self.process(record, value)
-                if ack is not None:
-                    acks.append(ack)
+                if (refusal := self.refusals.given_up(record)) is not None:
+                    await self.dead_letter(record, refusal)
+                elif (ack := await self.process(record, value)) is not None:
+                    sent.append((record, ack))
         except Exception:  # nothing of a failed batch is still in flight when it is aborted and retried
-            await asyncio.gather(*acks, return_exceptions=True)
+            await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
             raise
-        await acknowledged(acks)
+        await self.refusals.acknowledged(sent)
 
     async def process(self, record: ConsumerRecord, value: dict) -> Ack | None:
         labels = (record.topic, self.group_id)
@@ -260,6 +264,6 @@ class ReliableConsumer(Stream):
                 return await self.record_handler(value, record)
         raise AssertionError("unreachable")  # the last attempt's failure is raised (reraise)
 
-    async def dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
+    async def dead_letter(self, record: ConsumerRecord, error: BaseException) -> None:
         await dead_letter(self.publisher, record, error, self.group_id)
         CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()

@@ -121,13 +121,11 @@ async def test_consumer_span_continues_the_producer_trace(settings, topic, run_i
     assert process.attributes["messaging.consumer.group.name"] == f"g-{run_id}"
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-async def test_an_output_the_broker_refuses_fails_its_batch_and_the_input_comes_again(settings, topic, run_id,
-                                                                                     guarantee):
-    """A handler enqueues its output and returns the ack; the stream awaits the batch's acks before it commits. The
-    first output of evt-1 goes to a topic whose max.message.bytes it exceeds (client-side it is small enough), so
-    the broker refuses it: the batch must fail, nothing of it commit, and evt-1 come again. Not awaiting the acks
-    commits evt-1 without any output."""
+async def run_refusing(settings, topic, run_id, guarantee, refused) -> tuple[Counter, str, str]:
+    """Three raw events through a ReliableConsumer whose handler enqueues each as its output and returns the ack. An
+    output `refused(event_id, attempt)` names goes to a topic whose max.message.bytes it exceeds (client-side it is
+    small enough), so the broker refuses it. Runs until the group's lag is 0 (or 60 s); returns the attempts per
+    event, the output topic and the refusing topic."""
     out, tiny = f"test.common.out.{run_id}", f"test.common.tiny.{run_id}"
     await ensure_topics(settings, [out])
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
@@ -150,7 +148,7 @@ async def test_an_output_the_broker_refuses_fails_its_batch_and_the_input_comes_
 
     async def handler(value, record):
         attempts[value["event_id"]] += 1
-        if value["event_id"] == "evt-1" and attempts["evt-1"] == 1:
+        if refused(value["event_id"], attempts[value["event_id"]]):
             return await publisher.enqueue(tiny, "k", {**value, "raw_payload": "x" * 4000}, schema_of=RAW)
         return await publisher.enqueue(out, "k", value, schema_of=RAW)
 
@@ -165,11 +163,39 @@ async def test_an_output_the_broker_refuses_fails_its_batch_and_the_input_comes_
         task.cancel()
         await consumer.stop()
         await publisher.stop()
-    assert attempts["evt-1"] >= 2, "the input whose output was refused did not come again"
     assert consumer_lag(settings, group, topic) == 0, "the batch after the failed one did not commit"
+    return attempts, out, tiny
 
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_an_output_the_broker_refuses_fails_its_batch_and_the_input_comes_again(settings, topic, run_id,
+                                                                                     guarantee):
+    """The stream awaits the batch's acks before it commits. evt-1's first output is refused: the batch must fail,
+    nothing of it commit, and evt-1 come again. Not awaiting the acks commits evt-1 without any output."""
+    attempts, out, tiny = await run_refusing(settings, topic, run_id, guarantee,
+                                             lambda event, attempt: event == "evt-1" and attempt == 1)
+    assert attempts["evt-1"] >= 2, "the input whose output was refused did not come again"
     outputs = Counter(decode_avro(settings, m)["event_id"] for m in read_messages(settings, out, 10, timeout=8))
     assert set(outputs) == {"evt-1", "evt-2", "evt-3"}, "an input was committed without its output"
     if guarantee == "exactly_once":  # the failed attempt's outputs were aborted with its transaction
         assert outputs == {"evt-1": 1, "evt-2": 1, "evt-3": 1}
     assert read_messages(settings, tiny, 1, timeout=2) == []
+    assert read_messages(settings, dlq(topic), 1, timeout=2) == []
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_an_input_whose_output_is_always_refused_is_dead_lettered_after_its_attempts(settings, topic, run_id,
+                                                                                          guarantee):
+    """evt-1's output is too large for its topic every time: after `consumer_max_attempts` refused batches evt-1 is
+    dead-lettered with the refusal, and the stream goes on (before, its batch came again for ever)."""
+    attempts, out, _ = await run_refusing(settings, topic, run_id, guarantee, lambda event, _: event == "evt-1")
+    assert attempts["evt-1"] == settings.consumer_max_attempts
+    outputs = Counter(decode_avro(settings, m)["event_id"] for m in read_messages(settings, out, 10, timeout=8))
+    assert set(outputs) == {"evt-2", "evt-3"}
+    if guarantee == "exactly_once":
+        assert outputs == {"evt-2": 1, "evt-3": 1}
+    [dead] = read_messages(settings, dlq(topic), 2, timeout=8)
+    headers = dict(dead.headers())
+    assert headers["dlq.exception.type"] == b"aiokafka.errors.MessageSizeTooLargeError"
+    assert decode_avro(settings, dead)["event_id"] == "evt-1"
+    assert int(headers["dlq.source.offset"]) == 0 and headers["dlq.consumer.group"] == f"g-{run_id}".encode()

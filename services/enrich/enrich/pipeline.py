@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from aiokafka.structs import ConsumerRecord
 
-from platform_common.kafka import ENRICHED, RAW, Ack, Publisher, acknowledged, dlq
+from platform_common.kafka import ENRICHED, RAW, Ack, Publisher, Refusals, dlq
 from platform_common.kafka import dead_letter as write_dead_letter
 from platform_common.tracing import process_span
 
@@ -92,6 +92,7 @@ class Enricher:
 
     def __init__(self, settings: EnrichSettings, group: str, publisher: Publisher):
         self.settings, self.group, self.publisher = settings, group, publisher
+        self.refusals = Refusals(settings.consumer_max_attempts)
         self.model: ModelClient = model_client("text", settings.enrich_backend, settings)
         # the languages come from the model's artifact (what it was trained and measured on)
         covered = TextModel(session=False).languages
@@ -108,6 +109,9 @@ class Enricher:
         STREAM_BATCH.observe(len(records))
         jobs: list[Job] = []
         for record in records:
+            if (refusal := self.refusals.given_up(record)) is not None:  # its output is too large to store
+                await self.dead_letter(record, refusal)
+                continue
             try:
                 event = await self._decode(record)
             except Exception as e:  # not Avro, unknown schema id: no retry can help
@@ -123,11 +127,11 @@ class Enricher:
         try:
             for inference in inferences:
                 for job, enrichment in await inference:
-                    sends.append(await self._send(job, enrichment))
+                    sends.append((job.record, await self._send(job, enrichment)))
         finally:
             for inference in inferences:
                 inference.cancel()
-        await acknowledged(sends)
+        await self.refusals.acknowledged(sends)
 
     async def _decode(self, record: ConsumerRecord) -> dict:
         """Waits out an unreachable schema registry; what it cannot decode once reached is raised."""
