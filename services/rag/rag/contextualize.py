@@ -6,7 +6,9 @@
 - `generated`: events selected for the LLM (risk-flagged, strongly negative, or of a type the tenant lists in
   `RAG_GENERATE_TYPES`) get a generated, grounded summary, unless they are older than the freshness target when
   their turn comes: then they go out `retrieval_only` with that reason, so the stream never queues behind the
-  model. Refusals (nothing relevant retrieved) are `retrieval_only` with `grounded` false."""
+  model. A generation that fails (the LLM down) or takes longer than `generation_timeout_s` also leaves its event
+  `retrieval_only`, with the reason: an LLM outage degrades the context, it does not send events to the DLQ.
+  Refusals (nothing relevant retrieved) are `retrieval_only` with `grounded` false."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
+
+from platform_common.llm import LLMError
 
 from .generation import Generator
 from .grounding import strip_ungrounded
@@ -27,6 +31,8 @@ NO_CONTEXT = "no grounded context"
 GROUNDING = Counter("rag_grounding_total", "Outcome of grounding checks",
                     ["outcome"])  # grounded, refused (nothing relevant), repaired (numbers stripped), fallback
 OUTCOMES = Counter("rag_contextualized_total", "Contextualized events by tier and reason", ["outcome", "reason"])
+GENERATION_FAILED = Counter("rag_generation_failures_total",
+                            "Selected events left retrieval-only because the generation failed", ["error"])
 
 PASSAGES_IN_PROMPT = 2
 PASSAGE_CHARS = 400
@@ -114,13 +120,14 @@ def risk_flags(event: dict, hits: list[Hit]) -> list[tuple[str, list[str]]]:
 class Contextualizer:
     def __init__(self, retriever: Retriever, generator: Generator, min_score: float, top_k: int,
                  generate_types: dict[str, list[str]] | None = None, freshness_s: float = 5.0,
-                 concurrency: int = 4):
+                 concurrency: int = 4, generation_timeout_s: float = 20.0):
         self.retriever = retriever
         self.generator = generator
         self.min_score = min_score
         self.top_k = top_k
         self.generate_types = generate_types or {}
         self.freshness_s = freshness_s
+        self.generation_timeout_s = generation_timeout_s
         self.concurrency = concurrency
         self._retrieved: dict[tuple, list[Hit]] = {}  # a batch's hits, retrieved ahead by `prepare`
         self.prompt = load_prompt("category_summary.v1")
@@ -177,8 +184,14 @@ class Contextualizer:
             summary, outcome = _first_sentence(used[0].text), "retrieval_only"
             reason = f"selected ({why}) but {age:.1f}s old, past the {self.freshness_s:g}s freshness target"
         else:
-            summary, outcome, reason = await self.summary(event, used), "generated", why
-            out |= {"model": self.generator.model, "prompt_version": self.prompt.version}
+            try:
+                summary = await asyncio.wait_for(self.summary(event, used), self.generation_timeout_s)
+                outcome, reason = "generated", why
+                out |= {"model": self.generator.model, "prompt_version": self.prompt.version}
+            except (LLMError, TimeoutError) as e:
+                GENERATION_FAILED.labels(type(e).__name__).inc()
+                summary, outcome = _first_sentence(used[0].text), "retrieval_only"
+                reason = f"selected ({why}) but the generation failed: {type(e).__name__}"
         note, note_support = regulatory_note(hits, query)
         statements = [{"kind": "category_summary", "text": summary, "chunk_ids": [h.chunk_id for h in used]},
                       {"kind": "regulatory_note", "text": note, "chunk_ids": note_support},

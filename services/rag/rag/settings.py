@@ -38,6 +38,8 @@ class RagSettings(CommonSettings):
     rag_generate_types: dict[str, list[str]] = {}
     # a selected event older than this (since enrichment) when its turn comes goes out retrieval-only
     rag_generation_freshness_s: float = 5.0
+    # a generation still running after this goes out retrieval-only (a batch must end inside its 60 s transaction)
+    rag_generation_timeout_s: float = 20.0
     # events per contextualizer batch (one transaction; their queries embedded in one call, then searched this
     # many at a time: each hybrid search holds two database connections)
     rag_contextualize_batch: int = 256

@@ -7,11 +7,13 @@ import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from platform_common.auth import KeyStore, make_key
 from platform_common.testing import free_port
@@ -98,12 +100,15 @@ class StubChat:
     def __init__(self, reply: str):
         self.reply = reply
         self.requests: list[dict] = []
+        self.down = False  # answers 503, as an LLM server that is overloaded or restarting
         self.app = FastAPI()
 
         @self.app.post("/v1/chat/completions")
-        async def complete(request: Request) -> dict:
+        async def complete(request: Request) -> Any:
             body = await request.json()
             self.requests.append(body)
+            if self.down:
+                return JSONResponse({"error": "model unavailable"}, status_code=503)
             return {"model": body["model"], "choices": [{"message": {"role": "assistant", "content": self.reply}}],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
 

@@ -56,24 +56,29 @@ async def wait_for(predicate, timeout=30.0):
     return False
 
 
+async def publish_docs(publisher: Publisher, topic: str) -> None:
+    for doc_id, title, doc_type, content in DOCS:
+        await publisher.publish(topic, doc_id, {
+            "document_id": doc_id, "op": "upsert", "source_uri": f"file://ref/{doc_id}.md", "title": title,
+            "content": content, "tenant": "default", "sector": "finance", "doc_type": doc_type, "metadata": {},
+            "updated_at": int(time.time() * 1000)}, schema_of=DOCUMENTS)
+
+
+async def docs_indexed(service: RagService) -> bool:
+    return all([await service.store.get_document("default", d) for d, *_ in DOCS])
+
+
 async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_settings, settings, api_keys):
     s = rag_settings
     publisher = Publisher(s)
     await publisher.start()
     try:
-        for doc_id, title, doc_type, content in DOCS:
-            await publisher.publish(s.rag_documents_topic, doc_id, {
-                "document_id": doc_id, "op": "upsert", "source_uri": f"file://ref/{doc_id}.md", "title": title,
-                "content": content, "tenant": "default", "sector": "finance", "doc_type": doc_type, "metadata": {},
-                "updated_at": int(time.time() * 1000)}, schema_of=DOCUMENTS)
+        await publish_docs(publisher, s.rag_documents_topic)
         # an upsert without content cannot be indexed: it goes to the DLQ with the reason
         await publisher.publish(s.rag_documents_topic, "broken", {
             "document_id": "broken", "op": "upsert", "source_uri": "x", "content": None,
             "updated_at": int(time.time() * 1000)}, schema_of=DOCUMENTS)
-
-        async def indexed() -> bool:
-            return all([await service.store.get_document("default", d) for d, *_ in DOCS])
-        assert await wait_for(indexed)
+        assert await wait_for(lambda: docs_indexed(service))
 
         await publisher.publish(s.rag_enriched_topic, "stream-on", enriched(
             "on-topic", "Card payments have been down for three hours: a payment outage at the bank."),
@@ -128,6 +133,30 @@ async def test_events_get_grounded_context_or_the_explicit_refusal(service, rag_
     # the service shares this event loop: the blocking reader runs in a thread
     dead = await asyncio.to_thread(read_messages, settings, dlq(s.rag_documents_topic), 1, 20)
     assert dead and "non-empty content" in dict(dead[0].headers())["dlq.reason"].decode()
+
+
+async def test_an_llm_outage_leaves_selected_events_retrieval_only_with_the_reason(service, rag_settings, settings,
+                                                                                stub_chat):
+    s = rag_settings
+    stub_chat.down = True
+    publisher = Publisher(s)
+    await publisher.start()
+    try:
+        await publish_docs(publisher, s.rag_documents_topic)
+        assert await wait_for(lambda: docs_indexed(service))
+        # a text of its own, so no earlier generation answers it from the cache
+        await publisher.publish(s.rag_enriched_topic, "stream-down", enriched(
+            "llm-down", f"Card payments are down for hours, a payment outage ({uuid4().hex})."), schema_of=ENRICHED)
+    finally:
+        await publisher.stop()
+
+    [message] = await asyncio.to_thread(read_messages, settings, s.rag_contextualized_topic, 1, 60)
+    out = decode_avro(settings, message)
+    assert stub_chat.requests, "the model was not asked"
+    assert out["outcome"] == "retrieval_only"
+    assert "but the generation failed: LLMError" in out["outcome_reason"]
+    assert out["grounded"] and out["citations"] and out["model"] == ""
+    assert await asyncio.to_thread(read_messages, settings, dlq(s.rag_enriched_topic), 1, 3) == []
 
 
 async def test_query_and_document_api(service, api_keys):
