@@ -7,7 +7,9 @@
   `RAG_GENERATE_TYPES`) get a generated, grounded summary, unless they are older than the freshness target when
   their turn comes: then they go out `retrieval_only` with that reason, so the stream never queues behind the
   model. A generation that fails (the LLM down) or takes longer than `generation_timeout_s` also leaves its event
-  `retrieval_only`, with the reason: an LLM outage degrades the context, it does not send events to the DLQ.
+  `retrieval_only`, with the reason: an LLM outage degrades the context, it does not send events to the DLQ. With
+  `generation_concurrency` > 1 (a server that batches requests) the batch's selected events that are fresh at its
+  start are generated that many at a time while its records are handled in order.
   Refusals (nothing relevant retrieved) are `retrieval_only` with `grounded` false."""
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def risk_flags(event: dict, hits: list[Hit]) -> list[tuple[str, list[str]]]:
 class Contextualizer:
     def __init__(self, retriever: Retriever, generator: Generator, min_score: float, top_k: int,
                  generate_types: dict[str, list[str]] | None = None, freshness_s: float = 5.0,
-                 concurrency: int = 4, generation_timeout_s: float = 20.0):
+                 concurrency: int = 4, generation_timeout_s: float = 20.0, generation_concurrency: int = 1):
         self.retriever = retriever
         self.generator = generator
         self.min_score = min_score
@@ -128,6 +130,8 @@ class Contextualizer:
         self.generate_types = generate_types or {}
         self.freshness_s = freshness_s
         self.generation_timeout_s = generation_timeout_s
+        self.generation_concurrency = generation_concurrency
+        self._generating: dict[tuple, asyncio.Future[str]] = {}  # a batch's summaries, started by `prepare`
         self.concurrency = concurrency
         self._retrieved: dict[tuple, list[Hit]] = {}  # a batch's hits, retrieved ahead by `prepare`
         self.prompt = load_prompt("category_summary.v1")
@@ -144,6 +148,21 @@ class Contextualizer:
                 self._retrieved[_retrieval_key(event)] = await self.relevant(event_query(event), _filters(event))
         self._retrieved.clear()
         await asyncio.gather(*(retrieve(e) for e in texts))
+        for left in self._generating.values():  # a failed batch's
+            left.cancel()
+        self._generating.clear()
+        if self.generation_concurrency > 1:
+            gate, now = asyncio.Semaphore(self.generation_concurrency), datetime.now(UTC)
+            for event in texts:
+                key = _retrieval_key(event)
+                hits = self._retrieved.get(key)
+                fresh = age_seconds(event, now) <= self.freshness_s
+                if hits and fresh and self.selected(event, risk_flags(event, hits)):
+                    self._generating[key] = asyncio.ensure_future(self._gated(gate, event, hits[:PASSAGES_IN_PROMPT]))
+
+    async def _gated(self, gate: asyncio.Semaphore, event: dict, used: list[Hit]) -> str:
+        async with gate:
+            return await asyncio.wait_for(self.summary(event, used), self.generation_timeout_s)
 
     def selected(self, event: dict, flags: list[tuple[str, list[str]]]) -> str | None:
         """Why the event deserves a generated summary, or None."""
@@ -166,6 +185,7 @@ class Contextualizer:
             return _outcome(out | {"grounded": False, "category_summary": NO_CONTEXT, "regulatory_note": NO_CONTEXT,
                                    "risk_flags": [], "citations": [], "statements": []}, "skipped", "no text")
         query = event_query(event)
+        started = self._generating.pop(_retrieval_key(event), None)  # its summary, if `prepare` started it
         hits = self._retrieved.pop(_retrieval_key(event), None)
         if hits is None:
             hits = await self.relevant(query, _filters(event))
@@ -180,12 +200,13 @@ class Contextualizer:
         age = age_seconds(event, datetime.now(UTC))
         if why is None:
             summary, outcome, reason = _first_sentence(used[0].text), "retrieval_only", "not selected for generation"
-        elif age > self.freshness_s:
+        elif started is None and age > self.freshness_s:
             summary, outcome = _first_sentence(used[0].text), "retrieval_only"
             reason = f"selected ({why}) but {age:.1f}s old, past the {self.freshness_s:g}s freshness target"
         else:
             try:
-                summary = await asyncio.wait_for(self.summary(event, used), self.generation_timeout_s)
+                summary = await (started if started is not None
+                                 else asyncio.wait_for(self.summary(event, used), self.generation_timeout_s))
                 outcome, reason = "generated", why
                 out |= {"model": self.generator.model, "prompt_version": self.prompt.version}
             except (LLMError, TimeoutError) as e:

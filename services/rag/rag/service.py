@@ -59,7 +59,8 @@ class RagService:
                                                 prefix=f"rag:genlimit:{s.rag_db_schema}")
         self.contextualizer = Contextualizer(self.retriever, self.generator, s.rag_min_score, s.rag_top_k,
                                              s.rag_generate_types, s.rag_generation_freshness_s,
-                                             s.rag_retrieval_concurrency, s.rag_generation_timeout_s)
+                                             s.rag_retrieval_concurrency, s.rag_generation_timeout_s,
+                                             1 if isinstance(self.llm, InProcessLLM) else s.rag_llm_concurrency)
         self.publisher = Publisher(s)
         await self.publisher.start()
         if consume:

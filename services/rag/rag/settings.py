@@ -50,4 +50,7 @@ class RagSettings(CommonSettings):
     rag_llm_model: str | None = None
     rag_llm_api_key: str | None = None
     rag_llm_max_tokens: int = 48
+    # generations of a batch in flight at once: an OpenAI-compatible server (vLLM, llama.cpp server) batches them;
+    # the embedded model runs one at a time, so 1 there (then no generation starts past the freshness target)
+    rag_llm_concurrency: int = 8
     rag_cache_ttl_seconds: int = 7 * 24 * 3600

@@ -101,6 +101,8 @@ class StubChat:
         self.reply = reply
         self.requests: list[dict] = []
         self.down = False  # answers 503, as an LLM server that is overloaded or restarting
+        self.delay = 0.0  # seconds each answer takes
+        self.in_flight = self.most_in_flight = 0
         self.app = FastAPI()
 
         @self.app.post("/v1/chat/completions")
@@ -109,6 +111,10 @@ class StubChat:
             self.requests.append(body)
             if self.down:
                 return JSONResponse({"error": "model unavailable"}, status_code=503)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(self.delay)
+            self.in_flight -= 1
             return {"model": body["model"], "choices": [{"message": {"role": "assistant", "content": self.reply}}],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
 

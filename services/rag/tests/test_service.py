@@ -159,6 +159,29 @@ async def test_an_llm_outage_leaves_selected_events_retrieval_only_with_the_reas
     assert await asyncio.to_thread(read_messages, settings, dlq(s.rag_enriched_topic), 1, 3) == []
 
 
+async def test_a_batch_generates_concurrently_against_an_openai_compatible_server(service, rag_settings, settings,
+                                                                                 stub_chat):
+    s = rag_settings
+    stub_chat.delay = 0.5
+    publisher = Publisher(s)
+    await publisher.start()
+    try:
+        await publish_docs(publisher, s.rag_documents_topic)
+        assert await wait_for(lambda: docs_indexed(service))
+        run = uuid4().hex  # texts of their own, so no earlier generation answers them from the cache
+        acks = [await publisher.enqueue(s.rag_enriched_topic, f"stream-c{n}", enriched(
+            f"concurrent-{n}", f"Card payments are down, a payment outage ({run} {n})."), schema_of=ENRICHED)
+            for n in range(6)]
+        await asyncio.gather(*acks)  # handed over together: the contextualizer takes them as one batch
+    finally:
+        await publisher.stop()
+
+    messages = await asyncio.to_thread(read_messages, settings, s.rag_contextualized_topic, 6, 60)
+    outcomes = {v["event_id"]: v["outcome"] for v in (decode_avro(settings, m) for m in messages)}
+    assert outcomes == {f"concurrent-{n}": "generated" for n in range(6)}
+    assert stub_chat.most_in_flight > 1, "the generations of the batch went one at a time"
+
+
 async def test_query_and_document_api(service, api_keys):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(create_app(service, api_keys.store)),
                                  base_url="http://rag", headers=api_keys.auth("default")) as http:
