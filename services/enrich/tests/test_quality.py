@@ -42,6 +42,8 @@ def test_sentiment_holds_its_floors(sentiment):
     print(f"\nsentiment (first {SUBSET['sentiment']} texts): {json.dumps(sentiment)}")
     assert sentiment["sst2_test_accuracy"] >= FLOORS["sst2_test_accuracy"]
     assert sentiment["tweeteval_val_macro_recall"] >= FLOORS["tweeteval_val_macro_recall"]
+    # the 570 tweets not in XLM-T English train (the encoder trained on the other 1,430)
+    assert sentiment["tweeteval_val_unseen_macro_recall"] >= FLOORS["tweeteval_val_unseen_macro_recall"]
 
 
 def test_models_beat_the_baseline_in_the_same_run(encoder, sentiment):
@@ -52,7 +54,7 @@ def test_models_beat_the_baseline_in_the_same_run(encoder, sentiment):
     print(f"\nbaseline: rules entities en {json.dumps(rules)}; VADER {json.dumps(vader)}")
     assert model["f1"] > rules["f1"] + 0.2
     assert sentiment["sst2_test_accuracy"] > vader["sst2_test_accuracy"] + 0.1
-    assert sentiment["tweeteval_val_macro_recall"] > vader["tweeteval_val_macro_recall"]
+    assert sentiment["tweeteval_val_unseen_macro_recall"] > vader["tweeteval_val_unseen_macro_recall"]
 
 
 def test_the_subsets_are_what_the_floors_were_recorded_on():

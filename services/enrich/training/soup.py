@@ -84,11 +84,17 @@ def average(a_path: Path, b_path: Path, alpha: float, out: Path) -> None:
 
 
 def score(folder: Path) -> dict:
+    """The validation figures of the model in `folder` (kept in its val_scores.json: a rerun does not score again)."""
     from enrich.evaluation import validation_scores
+    cached = folder / "val_scores.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
     started = time.time()
     scores = validation_scores(folder, threads=1)
     scores["selection"] = float(np.mean([scores[k] for k in SELECTION]))
+    scores["targets"] = min(scores["ner_f1_en"], scores["sst2_dev_acc"])
     scores["seconds"] = round(time.time() - started, 1)
+    cached.write_text(json.dumps(scores))
     return scores
 
 
@@ -109,6 +115,10 @@ def main() -> None:
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     ap.add_argument("--tolerance", type=float, default=0.005, help="largest val drop int8 may cost")
     ap.add_argument("--jobs", type=int, default=2, help="alphas scored in parallel (one thread each)")
+    ap.add_argument("--choose", choices=["selection", "targets"], default="selection",
+                    help="selection: the mean of en val F1, SST-2 dev accuracy and XLM-T en val macro recall "
+                         "(train.py's checkpoint figure); targets: the smaller of en val F1 and SST-2 dev accuracy "
+                         "(issue 16's two targets, both 0.88)")
     args = ap.parse_args()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -130,31 +140,36 @@ def main() -> None:
     folders = {}
     for alpha in args.alphas:
         folder = work / "soup" / f"alpha-{alpha:.2f}"
-        average(model_a, model_b, alpha, folder / "model.onnx")
-        write_folder(folder, folder / "model.onnx", config, tokenizer)
+        if not (folder / "val_scores.json").exists():
+            average(model_a, model_b, alpha, folder / "model.onnx")
+            write_folder(folder, folder / "model.onnx", config, tokenizer)
         folders[alpha] = folder
     with ProcessPoolExecutor(args.jobs) as pool:
         table = dict(zip(folders, pool.map(score, folders.values()), strict=True))
     for alpha, scores in table.items():
         print(f"alpha {alpha:.2f}: " + json.dumps(scores), flush=True)
-    best = max(table, key=lambda alpha: table[alpha]["selection"])
-    print(f"chosen alpha {best:.2f} (validation selection {table[best]['selection']:.4f})", flush=True)
+    for scores in table.values():  # scores cached before the criterion existed
+        scores.setdefault("targets", min(scores["ner_f1_en"], scores["sst2_dev_acc"]))
+    best = max(table, key=lambda alpha: table[alpha][args.choose])
+    print(f"chosen alpha {best:.2f} (validation {args.choose} {table[best][args.choose]:.4f})", flush=True)
 
     # export.py's layout: fp32, int8 (MatMul nodes, dynamic, per channel: activations scaled per request) and
     # int8-token (quantize.py: activations scaled per token, so a text's result does not depend on its batch)
     export = work / "export"
     fp32, int8, token = export / "fp32", export / "int8", export / "int8-token"
     write_folder(fp32, folders[best] / "model.onnx", config, tokenizer)
+    for folder in (int8, token):  # rewritten from this alpha: their figures are scored again
+        (folder / "val_scores.json").unlink(missing_ok=True)
     int8.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(str(fp32 / "model.onnx"), str(int8 / "model.onnx"), weight_type=QuantType.QInt8,
                      per_channel=True, op_types_to_quantize=["MatMul"])
     write_folder(int8, int8 / "model.onnx", config, tokenizer)
     quantize_per_token(fp32 / "model.onnx", token / "model.onnx")
     write_folder(token, token / "model.onnx", config, tokenizer)
-    scores = {"fp32": {k: v for k, v in table[best].items() if k not in ("selection", "seconds")}}
+    scores = {"fp32": {k: v for k, v in table[best].items() if k not in ("selection", "targets", "seconds")}}
     with ProcessPoolExecutor(args.jobs) as pool:
         for kind, found in zip(("int8-token", "int8"), pool.map(score, (token, int8)), strict=True):
-            scores[kind] = {k: v for k, v in found.items() if k not in ("selection", "seconds")}
+            scores[kind] = {k: v for k, v in found.items() if k not in ("selection", "targets", "seconds")}
             print(f"{kind} " + json.dumps(scores[kind]), flush=True)
     drops = {kind: max(scores["fp32"][k] - scores[kind][k] for k in SELECTION) for kind in ("int8-token", "int8")}
     # the first within tolerance: int8-token (batch-independent), int8 (slightly faster), fp32 (about 2x slower)
@@ -171,10 +186,10 @@ def main() -> None:
         **(train_b or {}),
         "soup": {"a": str(args.a), "b": str(args.b), "a_args": (train_a or {}).get("args"), "b_args": b_args,
                  "a_validation": (train_a or {}).get("validation"), "b_validation": (train_b or {}).get("validation"),
-                 "alpha": best, "alphas": {f"{alpha:.2f}": s for alpha, s in table.items()}},
+                 "alpha": best, "choose": args.choose, "alphas": {f"{alpha:.2f}": s for alpha, s in table.items()}},
         # what pipeline.py compares with the current version: the chosen soup's selection figure
         "validation": [{"step": (train_b or {}).get("steps", 0), "epoch": 0, "alpha": best,
-                        **{k: v for k, v in table[best].items() if k != "seconds"}}],
+                        **{k: v for k, v in table[best].items() if k not in ("seconds", "targets")}}],
     }, indent=2))
 
 

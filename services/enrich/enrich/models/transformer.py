@@ -187,8 +187,10 @@ class MultitaskModel:
 
     # -- the encoder ----------------------------------------------------------------------------------------------
     def run(self, prepared: Prepared, bucket: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """int8 dynamic quantization scales activations per request, so a row's logits move slightly (about 1e-2)
-        with the rows it is run with; the Triton backend sends the same groups of `bucket` rows."""
+        """Rows in length buckets. A model quantized with ONNX Runtime's dynamic int8 scales activations per request,
+        so a row's logits move slightly (about 1e-2) with the rows it is run with; the Triton backend sends the same
+        groups of `bucket` rows. From version 4 the int8 scales per token (training/quantize.py): a row's logits do
+        not depend on the others (within float rounding)."""
         if self.session is None:
             raise RuntimeError("this encoder was loaded without an ONNX Runtime session (session=False)")
         parts = [(rows, *self.session.run(["token_logits", "sentiment_logits"], inputs))
