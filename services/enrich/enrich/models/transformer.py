@@ -233,10 +233,20 @@ class MultitaskModel:
         """IOB2 over sub-tokens (seqeval's rule: an I- that does not continue its type starts an entity); a span
         runs from its first token's start to its last token's end, so it indexes the original text."""
         best = probs.argmax(-1)
+        tags = [self.ner_labels[int(b)] for b in best[:len(offsets)]]
+        # a word piece inside a run of letters and digits ("##" in the vocabulary) takes its word's decision (the
+        # training labels' rule; CoNLL scoring reads a word's first sub-token); punctuation pieces keep their own.
+        # Chosen on CoNLL en val through the service's path (joined sentences, routing, micro-batches): entity F1
+        # 0.9200 -> 0.9212 for version 4
+        for k in range(1, len(offsets)):
+            start = offsets[k][0]
+            if start == offsets[k - 1][1] and 0 < start < len(text) and text[start - 1].isalnum() \
+                    and text[start].isalnum():
+                tags[k] = "O" if tags[k - 1] == "O" else "I-" + tags[k - 1][2:]
         spans: list[dict[str, Any]] = []
         current: dict[str, Any] | None = None
         for k, (start, end) in enumerate(offsets):
-            tag = self.ner_labels[int(best[k])]
+            tag = tags[k]
             prefix, kind = (tag[0], tag[2:]) if tag != "O" else ("O", "")
             # a sub-token inside a word continues the word's entity even if tagged B- (the word is one unit)
             inside_word = current is not None and start == current["end"] and kind == current["kind"]
